@@ -1,0 +1,1 @@
+"""One function per pipeline stage; each reads and writes storage only. jobs/ wraps them."""

@@ -1,0 +1,102 @@
+"""Storage behind any fsspec URL (local dir, s3://, ...): atomic writes, checksums, keys.
+
+Every stage of prefillray reads and writes storage only, so that a laptop run and a cluster
+run differ in one URL. Writes are atomic so that a reader (or a resumed run) never takes a
+half-written file for a finished one: local files are written beside their target and
+renamed into place; object stores get a single PUT, which they commit atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+
+@dataclass(frozen=True)
+class Storage:
+    """A root URL plus the fsspec options needed to reach it.
+
+    ``options`` holds endpoint and credential settings. It is passed to fsspec and never
+    written to manifests or logs (see ``__repr__``).
+    """
+
+    url: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:  # keep credentials out of logs and tracebacks
+        return f"Storage(url={self.url!r}, options=<{len(self.options)} hidden>)"
+
+    @property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        fs, _ = fsspec.core.url_to_fs(self.url, **dict(self.options))
+        return fs
+
+    @property
+    def root(self) -> str:
+        """The root path as the filesystem names it (no protocol for s3, absolute for local)."""
+        _, path = fsspec.core.url_to_fs(self.url, **dict(self.options))
+        return path.rstrip("/")
+
+    def path(self, *parts: str) -> str:
+        return "/".join([self.root, *[p.strip("/") for p in parts]])
+
+    def uri(self, *parts: str) -> str:
+        """A full URL for a path under the root, for printing and for other tools."""
+        path = self.path(*parts)
+        return self.fs.unstrip_protocol(path)
+
+    def child(self, *parts: str) -> "Storage":
+        return Storage(self.uri(*parts), self.options)
+
+    def exists(self, *parts: str) -> bool:
+        return self.fs.exists(self.path(*parts))
+
+    def read_bytes(self, *parts: str) -> bytes:
+        return self.fs.cat_file(self.path(*parts))
+
+    def write_bytes_atomic(self, data: bytes, *parts: str) -> str:
+        """Write ``data`` so that the target either does not exist or is complete."""
+        fs, target = self.fs, self.path(*parts)
+        if isinstance(fs, LocalFileSystem):
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            tmp = f"{target}.tmp-{uuid.uuid4().hex}"
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        else:
+            fs.pipe_file(target, data)
+        return target
+
+    def read_json(self, *parts: str) -> Any:
+        return json.loads(self.read_bytes(*parts))
+
+    def write_json_atomic(self, obj: Any, *parts: str) -> str:
+        return self.write_bytes_atomic(json.dumps(obj, indent=2, sort_keys=True).encode(), *parts)
+
+    def remove(self, *parts: str) -> None:
+        path = self.path(*parts)
+        if self.fs.exists(path):
+            self.fs.rm(path, recursive=True)
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def content_key(obj: Any, length: int = 12) -> str:
+    """A short, stable hash of a JSON-able object: the key of an output in storage.
+
+    Identical inputs and config give the same key (so reruns find their outputs) and any
+    difference gives another (so different configs never collide).
+    """
+    canonical = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:length]
