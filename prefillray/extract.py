@@ -110,8 +110,17 @@ def committed_markers(out: Storage, plans: list[ShardPlan]) -> dict[str, dict[st
     return done
 
 
-def extract_encoder(corpus: Corpus, spec: EncoderSpec, storage: Storage, shard_size: int, actors: ActorConfig) -> Storage:
-    """Extract one encoder's features for the whole corpus; returns the shards' location."""
+@dataclass(frozen=True)
+class Extraction:
+    """Where one encoder's shards went, and which shards this run computed."""
+
+    out: Storage
+    computed: tuple[str, ...]
+    reused: tuple[str, ...]
+
+
+def extract_encoder(corpus: Corpus, spec: EncoderSpec, storage: Storage, shard_size: int, actors: ActorConfig) -> Extraction:
+    """Extract one encoder's features for the whole corpus, resuming what an earlier run left."""
     out = activations_dir(storage, spec, corpus.key)
     plans = plan_shards(corpus.queries, shard_size)
     done = committed_markers(out, plans)
@@ -125,7 +134,7 @@ def extract_encoder(corpus: Corpus, spec: EncoderSpec, storage: Storage, shard_s
     if missing:
         raise RuntimeError(f"[{spec.name}] shards {missing} were not committed to {out.uri()}; rerun to resume")
     _write_manifest(out, corpus, spec, [done[p.name] for p in plans])
-    return out
+    return Extraction(out, tuple(p.name for p in todo), tuple(p.name for p in plans if p not in todo))
 
 
 def _run_actors(corpus: Corpus, spec: EncoderSpec, out: Storage, todo: list[ShardPlan], actors: ActorConfig, total_shards: int) -> None:

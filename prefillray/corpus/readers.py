@@ -65,6 +65,11 @@ def _row(i: int) -> str:
     return f"data row {i + 1}"
 
 
+def _shown(value: Any) -> str:
+    """A cell as the user wrote it (numpy scalars as plain numbers)."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
 def parse_labels(values: pd.Series, source: str, column: str) -> np.ndarray:
     """0/1 (or True/False, '0'/'1') → 0.0/1.0; empty → NaN; anything else is an error."""
     as_object = values.astype(object)
@@ -75,7 +80,7 @@ def parse_labels(values: pd.Series, source: str, column: str) -> np.ndarray:
         i = int(np.flatnonzero(bad.to_numpy())[0])
         raise CorpusError(
             f"{source}: column {column!r}, {_row(i)}: expected a label 0, 1 or empty, "
-            f"found {values.iloc[i]!r} ({int(bad.sum())} such cells in this column)"
+            f"found {_shown(values.iloc[i])} ({int(bad.sum())} such cells in this column)"
         )
     return numeric.to_numpy(dtype=np.float32)
 
@@ -87,13 +92,13 @@ def parse_costs(values: pd.Series, source: str, column: str) -> np.ndarray:
     if non_numeric.any():
         i = int(np.flatnonzero(non_numeric.to_numpy())[0])
         raise CorpusError(
-            f"{source}: column {column!r}, {_row(i)}: expected a non-negative number, found {values.iloc[i]!r}"
+            f"{source}: column {column!r}, {_row(i)}: expected a non-negative number, found {_shown(values.iloc[i])}"
         )
     negative = numeric < 0
     if negative.any():
         i = int(np.flatnonzero(negative.to_numpy())[0])
         raise CorpusError(
-            f"{source}: column {column!r}, {_row(i)}: cost must be non-negative, found {values.iloc[i]!r}"
+            f"{source}: column {column!r}, {_row(i)}: cost must be non-negative, found {_shown(values.iloc[i])}"
         )
     return numeric.to_numpy(dtype=np.float64)
 

@@ -26,7 +26,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     actors = ActorConfig.from_config(cfg.extract)
     outputs = {}
     for spec in specs:
-        out = extract_encoder(corpus, spec, storage, int(cfg.extract.shard_size), actors)
+        out = extract_encoder(corpus, spec, storage, int(cfg.extract.shard_size), actors).out
         outputs[spec.name] = out.uri("manifest.json")
         print(f"[{spec.name}] shards and manifest: {out.uri()} (manifest: {outputs[spec.name]})", flush=True)
     return {"corpus": corpus_at.uri(), "activations": outputs}

