@@ -168,7 +168,8 @@ def train_loop(config: dict[str, Any]) -> None:
             if stale >= int(config["patience"]):
                 break
         finished.update({f"seed{seed}.{k}": v for k, v in best_state.items()})
-        history.append({"seed": seed, "best_val_loss": best, "best_epoch": best_epoch, "epochs_run": epoch + 1})
+        history.append({"seed": seed, "best_val_loss": best, "best_epoch": best_epoch, "epochs_run": epoch + 1,
+                        "world_size": world})
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if rank == 0:
