@@ -22,8 +22,8 @@ def _png(fig) -> bytes:
 def probe_heatmap(table: pd.DataFrame, score: str = "j_cross") -> bytes:
     """Per (encoder, pooling): ``score`` by layer × target as a heatmap, d_eff by layer beside it."""
     groups = list(table.groupby(["encoder", "pooling"]))
-    fig, axes = plt.subplots(len(groups), 2, figsize=(13, 3.2 * len(groups)), squeeze=False,
-                             gridspec_kw={"width_ratios": [4, 1]})
+    fig, axes = plt.subplots(len(groups), 2, figsize=(13, 3.6 * len(groups)), squeeze=False,
+                             gridspec_kw={"width_ratios": [4, 1], "hspace": 0.45})
     for row, ((encoder, pooling), g) in enumerate(groups):
         grid = g.pivot(index="target", columns="layer", values=score)
         ax = axes[row, 0]

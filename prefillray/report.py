@@ -64,7 +64,7 @@ def evaluate_router(name: str, p: np.ndarray, costs_for_policy: np.ndarray | Non
     return out
 
 
-def markdown(summary: pd.DataFrame, routers: list[dict[str, Any]], header: dict[str, Any]) -> str:
+def markdown(summary: pd.DataFrame, routers: list[dict[str, Any]], header: dict[str, Any], singles: pd.DataFrame) -> str:
     def fmt(v):
         return "—" if v is None or (isinstance(v, float) and np.isnan(v)) else (f"{v:.4f}" if isinstance(v, float) else str(v))
 
@@ -79,8 +79,11 @@ def markdown(summary: pd.DataFrame, routers: list[dict[str, Any]], header: dict[
     for r in routers:
         lines.append(f"| {r['name']} | {fmt(r['mean_auc'])} | {fmt(r['within_task_auc'])} | {fmt(r.get('area_vs_pareto'))} | "
                      f"{fmt(r.get('best_gap_closed_at_50pct_savings'))} | {fmt(r.get('best_savings_at_nonnegative_gap'))} | {fmt(r.get('max_gap_closed'))} |")
-    lines += ["", "Per-target AUC:", "", "| target | " + " | ".join(r["name"] for r in routers) + " |",
-              "|---|" + "---|" * len(routers)]
-    for target in routers[0]["auc"]:
-        lines.append(f"| {target} | " + " | ".join(fmt(r["auc"][target]) for r in routers) + " |")
+    lines += ["", "Per target model: its own accuracy and mean cost on the test rows, and each router's AUC for it.", "",
+              "| target | accuracy | mean cost | " + " | ".join(f"AUC {r['name']}" for r in routers) + " |",
+              "|---|---|---|" + "---|" * len(routers)]
+    for _, single in singles.iterrows():
+        target = single["model"]
+        lines.append(f"| {target} | {fmt(float(single['accuracy']))} | {fmt(float(single['cost']))} | "
+                     + " | ".join(fmt(r["auc"][target]) for r in routers) + " |")
     return "\n".join(lines) + "\n"

@@ -101,7 +101,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     document = {"header": header, "summary": summary.to_dict("records"), "routers": routers,
                 "single_models": data.single_models().to_dict("records")}
     out.write_json_atomic(json.loads(json.dumps(document, default=float)), "report.json")
-    out.write_bytes_atomic(markdown(summary, routers, header).encode(), "report.md")
+    out.write_bytes_atomic(markdown(summary, routers, header, data.single_models()).encode(), "report.md")
     if data.costs is not None:
         curves = {r["name"]: pd.DataFrame(r["curve"]) for r in routers}
         out.write_bytes_atomic(cost_accuracy_curves(curves, data.single_models(), f"{corpus.name}: test split"), "curves.png")

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import ray
 from omegaconf import DictConfig
 
 from prefillray.checkpoint import META, RouterCheckpoint, spec_config
@@ -67,6 +68,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         return {"router": out.uri(), "blocks": [b.name for b in blocks]}
     print(f"[train] blocks {[b.name for b in blocks]}, {len(train_cfg.seeds)} seeds, {train_cfg.num_workers} worker(s)", flush=True)
     init_ray(cfg.cluster)
+    # the train/val datasets are re-read every epoch: their progress bars would drown the log
+    ray.data.DataContext.get_current().enable_progress_bars = False
     corpus = inputs.corpus
     refs = {s.name: inputs.extraction(s) for s in inputs.specs if any(b.encoder == s.name for b in blocks)}
     role_of = roles(corpus, train_cfg.val_fraction)
