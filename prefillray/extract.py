@@ -95,6 +95,7 @@ class ShardWorker:
 def committed_markers(out: Storage, plans: list[ShardPlan]) -> dict[str, dict[str, Any]]:
     """Markers of shards that an earlier run finished and that still match the plan."""
     fs = out.fs
+    fs.invalidate_cache(out.root)  # actors in other processes wrote here: never trust a cached listing
     try:
         present = {p.rsplit("/", 1)[-1]: fs.size(p) for p in fs.ls(out.root, detail=False)}
     except FileNotFoundError:

@@ -112,9 +112,13 @@ def _text_and_task(df: pd.DataFrame, source: str, columns: Mapping[str, str]) ->
             f"{source}: column {columns['text']!r}, {_row(i)}: empty prompt "
             f"({int(is_empty.sum())} empty prompts in the file); every query needs text"
         )
-    task_col = columns.get("task")
-    task = df[task_col].fillna("unknown").astype(str) if task_col and task_col in df else pd.Series("all", index=df.index)
-    return text.astype(str), task
+    return text.astype(str), _tasks(df, columns)
+
+
+def _tasks(df: pd.DataFrame, columns: Mapping[str, str]) -> pd.Series:
+    """The task column, or one task 'all' when the file has none (empty cells: 'unknown')."""
+    col = columns.get("task")
+    return df[col].fillna("unknown").astype(str) if col and col in df else pd.Series("all", index=df.index)
 
 
 def _split_hint(df: pd.DataFrame, columns: Mapping[str, str]) -> pd.Series | None:
@@ -190,8 +194,7 @@ def parse_long(df: pd.DataFrame, source: str, cfg: Mapping[str, Any]) -> RawCorp
         costs = np.full((len(order), len(models)), np.nan, dtype=np.float64)
         costs[qi, mi] = cost
     first = ~text.duplicated()
-    task_col = columns.get("task")
-    task = (df[task_col].fillna("unknown").astype(str) if task_col and task_col in df else pd.Series("all", index=df.index))
+    task = _tasks(df, columns)
     split = _split_hint(df, columns)
     return RawCorpus(
         source,

@@ -111,7 +111,8 @@ class PrefillEncoder:
             members = [i for i, g in enumerate(groups) if g == group]
             prefix = self._prefix_for([ids[i] for i in members], stats) if self.causal and self.spec.prefix_reuse else None
             with_prefix = [i for i in members if prefix is not None and _starts_with(ids[i], prefix.tokens)]
-            plain = [i for i in members if i not in set(with_prefix)]
+            reused = set(with_prefix)
+            plain = [i for i in members if i not in reused]
             self._run(ids, with_prefix, prefix, out, stats)
             self._run(ids, plain, None, out, stats)
         stats.seconds = time.perf_counter() - start
@@ -203,7 +204,8 @@ def _token_batches(order: list[int], lengths: list[int], budget: int, max_size: 
     batches: list[list[int]] = []
     current: list[int] = []
     for i in order:
-        if current and (len(current) + 1) * max(lengths[i], lengths[current[-1]]) > budget or len(current) >= max_size:
+        too_wide = (len(current) + 1) * max(lengths[i], lengths[current[-1]]) > budget if current else False
+        if too_wide or len(current) >= max_size:
             batches.append(current)
             current = []
         current.append(i)
