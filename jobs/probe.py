@@ -4,11 +4,15 @@
 """
 
 import logging
+import sys
+from pathlib import Path
 
-import hydra
-from omegaconf import DictConfig
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout (or the uploaded working dir)
 
-from prefillray.stages import probe
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from prefillray.stages import probe  # noqa: E402
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base=None)

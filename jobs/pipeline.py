@@ -1,0 +1,26 @@
+"""The whole pipeline: extract → probe → (tune) → train → report, skipping finished stages.
+
+    python jobs/pipeline.py [pipeline.tune=true] [storage=s3 storage.url=s3://...] [cluster=existing]
+    ray job submit --working-dir . -- python jobs/pipeline.py data.limit=300
+"""
+
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout (or the uploaded working dir)
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from prefillray.stages import pipeline  # noqa: E402
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base=None)
+def main(cfg: DictConfig) -> None:
+    logging.getLogger("prefillray").setLevel(logging.INFO)
+    pipeline.run(cfg)
+
+
+if __name__ == "__main__":
+    main()
