@@ -60,3 +60,21 @@ def cost_accuracy_curves(curves: dict[str, pd.DataFrame], singles: pd.DataFrame,
 
 
 
+
+
+def score_vs_layer(trials: pd.DataFrame, score: str) -> bytes:
+    """Each trial's best score against the layers it used (one point per block in its set)."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for _, t in trials.iterrows():
+        for block in str(t["blocks"]).split("+"):
+            feature = block.split(":", 1)[-1]
+            layer, pooling = feature.split(".", 1)
+            ax.scatter(int(layer.removeprefix("L")), t["best_score"], s=16, alpha=0.7,
+                       color="tab:blue" if pooling == "last" else "tab:orange", label=pooling)
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    ax.legend(unique.values(), unique.keys(), fontsize=8)
+    ax.set_xlabel("layer")
+    ax.set_ylabel(f"best {score} of the trial")
+    ax.grid(alpha=0.3)
+    return _png(fig)

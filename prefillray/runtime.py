@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Mapping
 
 import ray
@@ -25,8 +26,6 @@ def storage_from_config(cfg: Mapping[str, Any]) -> Storage:
     options = {k: v for k, v in (plain(cfg.get("options")) or {}).items() if v is not None}
     url = str(cfg["url"])
     if "://" not in url:
-        import os
-
         url = os.path.abspath(url)
     return Storage(url, options)
 
@@ -44,8 +43,11 @@ def init_ray(cfg: Mapping[str, Any]) -> None:
     if ray.is_initialized():
         return
     address = cfg.get("address")
+    if not address and "RAY_ADDRESS" not in os.environ:
+        # a fresh local Ray: never a stale cluster that `ray start` once recorded in /tmp/ray
+        address = "local"
     kwargs: dict[str, Any] = {"address": address, "log_to_driver": True}
-    if not address and cfg.get("num_cpus"):
+    if address == "local" and cfg.get("num_cpus"):
         kwargs["num_cpus"] = int(cfg["num_cpus"])
     ray.init(**kwargs)
     log.info("ray: %s", ray.cluster_resources())

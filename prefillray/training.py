@@ -119,7 +119,7 @@ def train_loop(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
-    from prefillray.trunk import SharedTrunkNet, masked_bce
+    from prefillray.trunk import SharedTrunkNet, predict_batches, train_epoch
 
     trunk_cfg = TrunkConfig.from_dict(config["trunk"])
     ctx = ray.train.get_context()
@@ -129,12 +129,9 @@ def train_loop(config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
 
     def evaluate(model) -> float:
-        model.eval()
-        total = torch.zeros(2, dtype=torch.float64, device=device)
-        with torch.no_grad():
-            for batch in val_it.iter_torch_batches(batch_size=max(per_worker, 256), dtypes=torch.float32, device=device):
-                loss, count = masked_bce(model(batch["x"]), batch["y"], batch["mask"])
-                total += torch.stack([loss.double(), count.double()])
+        batches = val_it.iter_torch_batches(batch_size=max(per_worker, 256), dtypes=torch.float32, device=device)
+        loss, count, _, _ = predict_batches(model, batches)
+        total = torch.stack([loss, count]).to(device)
         if world > 1:
             torch.distributed.all_reduce(total)
         return float(total[0] / total[1].clamp(min=1))
@@ -147,16 +144,9 @@ def train_loop(config: dict[str, Any]) -> None:
         optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
         best, best_state, best_epoch, stale = math.inf, None, -1, 0
         for epoch in range(int(config["max_epochs"])):
-            model.train()
-            seen = 0.0
-            for batch in train_it.iter_torch_batches(batch_size=per_worker, dtypes=torch.float32, device=device,
-                                                     local_shuffle_buffer_size=4 * per_worker,
-                                                     local_shuffle_seed=seed * 100_003 + epoch):
-                loss, count = masked_bce(model(batch["x"]), batch["y"], batch["mask"])
-                optimizer.zero_grad()
-                (loss / count.clamp(min=1)).backward()
-                optimizer.step()
-                seen += float(count)
+            train_epoch(model, optimizer, train_it.iter_torch_batches(
+                batch_size=per_worker, dtypes=torch.float32, device=device,
+                local_shuffle_buffer_size=4 * per_worker, local_shuffle_seed=seed * 100_003 + epoch))
             val_loss = evaluate(model)
             if val_loss < best - 1e-5:
                 module = model.module if hasattr(model, "module") else model

@@ -45,6 +45,30 @@ class SharedTrunkNet(nn.Module):
         return self.head(self.trunk(x))
 
 
+def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches) -> None:
+    """One pass over ``batches`` of {x, y, mask}: the step shared by Ray Train and Tune trials."""
+    model.train()
+    for batch in batches:
+        loss, count = masked_bce(model(batch["x"]), batch["y"], batch["mask"])
+        optimizer.zero_grad()
+        (loss / count.clamp(min=1)).backward()
+        optimizer.step()
+
+
+def predict_batches(model: nn.Module, batches) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Summed masked BCE and label count over ``batches``, plus logits and labels (for AUCs)."""
+    model.eval()
+    total, count, logits, labels = torch.zeros((), dtype=torch.float64), torch.zeros((), dtype=torch.float64), [], []
+    with torch.no_grad():
+        for batch in batches:
+            out = model(batch["x"])
+            loss, n = masked_bce(out, batch["y"], batch["mask"])
+            total, count = total + loss.double().cpu(), count + n.double().cpu()
+            logits.append(out.cpu())
+            labels.append(torch.where(batch["mask"] > 0, batch["y"], torch.nan).cpu())
+    return total, count, torch.cat(logits), torch.cat(labels)
+
+
 def masked_bce(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum of per-label BCE over labelled cells, and how many there were (missing labels
     contribute nothing: they are unknown, not wrong)."""

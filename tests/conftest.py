@@ -54,7 +54,7 @@ def tiny_spec(path: str, name: str = "tiny", **overrides) -> EncoderSpec:
 def ray_local():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 

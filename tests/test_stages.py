@@ -159,3 +159,30 @@ def test_ddp_two_workers_reach_the_loss_of_one(ray_local, tmp_path):
         losses[workers] = h["best_val_loss"]
     assert losses[1] < 0.4 and losses[2] < 0.4  # both learn (chance is ln 2 ≈ 0.69)
     assert abs(losses[2] - losses[1]) / losses[1] < 0.15
+
+
+def test_sweep_never_sees_test_and_its_best_config_is_retrained(pipeline):
+    from prefillray.corpus import load_corpus
+    from prefillray.runtime import plain
+    from prefillray.stages import tune
+
+    cfg = pipeline["cfg"].copy()
+    with open_dict(cfg):
+        cfg.tune.num_samples = 3
+        cfg.tune.max_epochs = 3
+        cfg.tune.grace_period = 1
+    result = tune.run(cfg)
+    corpus = load_corpus(plain(cfg.data))
+    # every row the trials saw is a training-split row; together they are the whole training split
+    assert result["validation_ids"] == len(corpus.split_indices("train"))
+    trials = Storage(result["uri"])
+    assert trials.exists("trials.parquet") and trials.exists("score_vs_layer.png")
+    ranking = pipeline["probe"]["ranking"]["tiny"]
+    allowed = {f"tiny:{f}" for fs in ranking.values() for f in fs[: cfg.tune.top_k]}
+    assert set(result["best"]["blocks"]) <= allowed  # pre-screened candidates only
+
+    retrained = train.run(tune.best_config(cfg, result))
+    ckpt = RouterCheckpoint.load(Storage(retrained["router"]))
+    assert ckpt.blocks == result["best"]["blocks"]
+    assert list(ckpt.trunk.hidden) == result["best"]["hidden"]
+    assert ckpt.meta["train"]["lr"] == pytest.approx(result["best"]["lr"])
