@@ -1,8 +1,8 @@
 # Two commands do all the set-up on a fresh machine:
 #   make extract   install, then run the extraction job on the embedded defaults
 #   make test      install, then run the test suite (what CI runs)
-# TORCH picks the torch build: the CPU build by default; on a GPU machine, e.g.
-#   make install TORCH="torch --index-url https://download.pytorch.org/whl/cu128"
+# TORCH picks the torch build: the CPU build by default; on a Linux GPU machine PyPI's
+# default build is the CUDA one:  make install TORCH=torch
 PYTHON ?= python3
 TORCH ?= torch==2.13.0
 ARGS ?=

@@ -37,6 +37,7 @@ class ActorConfig:
     num_cpus: float = 1
     num_gpus: float = 0
     torch_threads: int | None = None
+    resources: dict[str, float] | None = None  # custom resources, e.g. {"prefill": 1} to pin a node type
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> "ActorConfig":
@@ -46,6 +47,7 @@ class ActorConfig:
             num_cpus=float(cfg["num_cpus_per_actor"]),
             num_gpus=float(cfg["num_gpus_per_actor"]),
             torch_threads=cfg.get("torch_threads"),
+            resources=dict(cfg.get("resources") or {}) or None,
         )
 
 
@@ -159,6 +161,7 @@ def _run_actors(corpus: Corpus, spec: EncoderSpec, out: Storage, todo: list[Shar
         compute=ray.data.ActorPoolStrategy(min_size=actors.min_actors, max_size=actors.max_actors),
         num_cpus=actors.num_cpus,
         num_gpus=actors.num_gpus,
+        resources=actors.resources,
         max_task_retries=3,
     )
     progress = _Progress(spec.name, len(todo), total_shards)

@@ -47,6 +47,7 @@ class TrainConfig:
     pca_dim: int | None = None
     num_workers: int = 1
     use_gpu: bool = False
+    resources_per_worker: dict[str, float] | None = None  # e.g. {train: 1} to pin a node type
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> "TrainConfig":
@@ -54,13 +55,14 @@ class TrainConfig:
         values = {k: v for k, v in cfg.items() if k in known}
         values["hidden"] = tuple(int(h) for h in values.get("hidden", cls.hidden))
         values["seeds"] = tuple(int(s) for s in values.get("seeds", cls.seeds))
+        values["resources_per_worker"] = dict(values.get("resources_per_worker") or {}) or None
         return cls(**values)
 
     def fit_identity(self) -> dict[str, Any]:
         """What the fitted weights depend on (not how many workers computed them)."""
         out = asdict(self)
-        out.pop("num_workers")
-        out.pop("use_gpu")
+        for key in ("num_workers", "use_gpu", "resources_per_worker"):
+            out.pop(key)
         return out
 
 
@@ -188,7 +190,8 @@ def fit_trunk(train_ds: ray.data.Dataset, val_ds: ray.data.Dataset, trunk: Trunk
     trainer = TorchTrainer(
         train_loop,
         train_loop_config=loop_config,
-        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu),
+        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
+                                     resources_per_worker=cfg.resources_per_worker),
         datasets={"train": train_ds, "val": val_ds},
         run_config=RunConfig(name=run_name, storage_path=run_storage.root,
                              storage_filesystem=storage_fs,
