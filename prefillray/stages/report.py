@@ -39,8 +39,10 @@ def _block_features(inputs: StageInputs, checkpoint: RouterCheckpoint, split: st
             continue
         frame, feats = load_features(inputs.extraction(spec).where, [b.feature for b in mine], split=split, verify=False)
         order = np.argsort(frame["query_id"].to_numpy())
-        if ids is None:
-            ids = frame["query_id"].to_numpy()[order]
+        mine_ids = frame["query_id"].to_numpy()[order]
+        if ids is not None and not np.array_equal(ids, mine_ids):
+            raise ValueError(f"encoder {spec.name!r}: its shards hold other {split} queries than the other encoders'")
+        ids = mine_ids
         for b in mine:
             blocks[b.name] = feats[b.feature][order]
     return ids, blocks
@@ -60,7 +62,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     index = pd.Series(np.arange(len(corpus)), index=corpus.queries["query_id"])
     test_ids, main_blocks = _block_features(inputs, main, "test")
     sem_ids, sem_blocks = _block_features(semantic, sem, "test")
-    assert (test_ids == sem_ids).all()
+    if not np.array_equal(test_ids, sem_ids):
+        raise ValueError("the prefill and semantic extractions hold different test queries; re-extract both for this corpus")
     rows = index.loc[test_ids].to_numpy()
     complete = ~np.isnan(corpus.labels[rows]).any(1)
     if corpus.costs is not None:
