@@ -104,6 +104,14 @@ class RouterCheckpoint:
     def predict(self, blocks: dict[str, np.ndarray], nets: list[SharedTrunkNet] | None = None) -> np.ndarray:
         """P(correct) [n, targets] for rows given as ``{block name: raw features}``: the
         ensemble's mean probability."""
+        missing = [b for b in self.blocks if b not in blocks]
+        if missing:
+            raise CheckpointError(f"this router needs feature blocks {self.blocks}; missing {missing} "
+                                  f"(were the features extracted with another encoder or layer set?)")
+        wrong = {b: blocks[b].shape[1] for b in self.blocks if blocks[b].shape[1] != len(self.transforms[b].mean)}
+        if wrong:
+            raise CheckpointError(f"feature widths {wrong} do not match the router's "
+                                  f"{ {b: len(self.transforms[b].mean) for b in wrong} }: features from another encoder?")
         x = torch.from_numpy(concat_blocks(self.transforms, blocks, self.blocks))
         with torch.inference_mode():
             probs = [torch.sigmoid(net(x)).numpy() for net in (nets or self.models())]

@@ -283,3 +283,10 @@ def test_cost_columns_for_some_models_only(tmp_path):
     df = wide_frame().drop(columns=["m2|total_cost"])
     with pytest.raises(CorpusError, match=r"cost columns present for some models but missing: \['m2\|total_cost'\]"):
         load_corpus(wide_cfg(write_wide(tmp_path, df)))
+
+
+def test_non_utf8_bytes_are_named(tmp_path):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("prompt,m1\ncaf\xe9?,1\n".encode("latin-1"))
+    with pytest.raises(CorpusError, match=r"latin1\.csv: could not be parsed as csv"):
+        load_corpus(wide_cfg(path))

@@ -132,6 +132,16 @@ def test_checkpoint_with_a_pickle_is_refused(tmp_path, pipeline):
     assert not (tmp_path / "pwned").exists()
 
 
+def test_checkpoint_refuses_features_of_another_encoder_or_layer_set(pipeline):
+    ckpt = RouterCheckpoint.load(Storage(pipeline["train"]["router"]))
+    first = ckpt.blocks[0]
+    width = len(ckpt.transforms[first].mean)
+    with pytest.raises(CheckpointError, match=r"missing \['tiny:"):
+        ckpt.predict({first: np.zeros((2, width), np.float32)})
+    with pytest.raises(CheckpointError, match="feature widths"):
+        ckpt.predict({b: np.zeros((2, width + 3), np.float32) for b in ckpt.blocks})
+
+
 def test_ddp_two_workers_reach_the_loss_of_one(ray_local, tmp_path):
     """Real DDP (gloo, 2 Ray Train workers) against 1 worker on the same learnable data."""
     import ray
