@@ -55,6 +55,16 @@ def test_mean_pooling_ignores_padding_and_last_is_last_real_token(tiny_llama_dir
         np.testing.assert_allclose(matrix, np.concatenate([a[name] for a in alone]), rtol=1e-4, atol=1e-5)
 
 
+def test_stopping_at_the_deepest_needed_layer_changes_no_feature(tiny_llama_dir):
+    shallow = PrefillEncoder(tiny_spec(tiny_llama_dir, layers=[0, 1]))
+    full = PrefillEncoder(tiny_spec(tiny_llama_dir, layers="all"))
+    assert len(shallow.model.layers) == 1 and len(full.model.layers) == 2
+    texts = [FEWSHOT + q for q in QUESTIONS]
+    a, _ = shallow.encode(texts, ["g"] * len(texts))
+    b, _ = full.encode(texts, ["g"] * len(texts))
+    assert_features_close(a, {k: b[k] for k in a}, rtol=1e-5, atol=1e-6)
+
+
 def test_truncation_keeps_the_end_and_is_counted(tiny_llama_dir):
     spec = tiny_spec(tiny_llama_dir, max_tokens=8, chat_template=False)
     encoder = PrefillEncoder(spec)

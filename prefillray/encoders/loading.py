@@ -46,3 +46,20 @@ def load_encoder(spec: EncoderSpec, device: str | torch.device = "cpu") -> tuple
 def num_hidden_layers(model: PreTrainedModel) -> int:
     config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     return int(config.num_hidden_layers)
+
+
+def run_only_to(model: PreTrainedModel, deepest: int) -> bool:
+    """Make ``model`` stop after block ``deepest`` when no deeper hidden state is needed.
+
+    Decoder models in transformers loop over ``layers[: config.num_hidden_layers]`` and
+    apply the final norm to the last state only; cutting the loop and the norm leaves every
+    kept hidden state exactly as a full pass computes it. Returns whether it was cut.
+    """
+    total = num_hidden_layers(model)
+    if deepest >= total or not isinstance(getattr(model, "layers", None), torch.nn.ModuleList) or not hasattr(model, "norm"):
+        return False
+    model.config.num_hidden_layers = deepest
+    model.layers = model.layers[:deepest]
+    model.norm = torch.nn.Identity()
+    log.info("running %d of %d blocks: no deeper layer is asked for", deepest, total)
+    return True

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from prefillray.encoders.loading import load_encoder, num_hidden_layers
+from prefillray.encoders.loading import load_encoder, num_hidden_layers, run_only_to
 from prefillray.encoders.spec import EncoderSpec, feature_name
 
 
@@ -60,6 +60,8 @@ class PrefillEncoder:
         self.tokenizer, self.model = load_encoder(spec, self.device)
         self.layers = spec.resolve_layers(num_hidden_layers(self.model))
         self.causal = spec.kind == "causal"
+        if self.causal:
+            run_only_to(self.model, max(self.layers))
         self._prefixes: OrderedDict[tuple[int, ...], _Prefix] = OrderedDict()
         self._prefix_cache_size = prefix_cache_size
 
