@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -32,6 +33,8 @@ def ray_head(tmp_path):
         try:
             urllib.request.urlopen(address + "/api/version", timeout=2)
             break
+        except urllib.error.HTTPError:  # it answers (token auth refuses anonymous requests): it is up
+            break
         except OSError:
             assert head.poll() is None, (tmp_path / "head.log").read_text()[-3000:]
             time.sleep(1)
@@ -55,8 +58,9 @@ def test_pipeline_via_ray_job_submit(ray_head, tmp_path, tiny_llama_dir):
            "extract.torch_threads=1", f"encoder.smollm2.name_or_path={tiny_llama_dir}", "encoder.smollm2.gguf_file=null",
            "train.seeds=[0]", "train.max_epochs=3"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0 and f"Job '{submission}' succeeded" in done.stdout + done.stderr, done.stdout[-4000:] + done.stderr[-2000:]
     status = subprocess.run(["ray", "job", "status", "--address", address, submission], env=env, capture_output=True, text=True)
-    assert "SUCCEEDED" in status.stdout + status.stderr, done.stdout[-4000:] + done.stderr[-2000:]
+    assert "SUCCEEDED" in (status.stdout + status.stderr).upper(), status.stdout + status.stderr
     assert "[pipeline] outputs:" in done.stdout
     reports = glob.glob(str(store / "reports" / "*"))
     assert len(reports) == 1
