@@ -198,7 +198,7 @@ def main() -> None:
         "prefillray fp32, no prefix reuse": ("prefillray", spec_for(args, prefix_reuse=False)),
         "prefillray fp32": ("prefillray", spec_for(args)),
         "prefillray bf16": ("prefillray", spec_for(args, dtype="bfloat16")),
-        "prefillray bf16 via Ray Data": ("ray_data", spec_for(args, dtype="bfloat16")),
+        "prefillray bf16 via Ray Data (incl. actor start + model load)": ("ray_data", spec_for(args, dtype="bfloat16")),
     }
     results = {}
     for name, (path, spec) in variants.items():
