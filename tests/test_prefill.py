@@ -63,6 +63,9 @@ def test_stopping_at_the_deepest_needed_layer_changes_no_feature(tiny_llama_dir)
     a, _ = shallow.encode(texts, ["g"] * len(texts))
     b, _ = full.encode(texts, ["g"] * len(texts))
     assert_features_close(a, {k: b[k] for k in a}, rtol=1e-5, atol=1e-6)
+    embeddings_only = PrefillEncoder(tiny_spec(tiny_llama_dir, layers=[0], min_prefix_tokens=4))
+    c, _ = embeddings_only.encode(texts, ["g"] * len(texts))
+    assert_features_close(c, {k: b[k] for k in c}, rtol=1e-5, atol=1e-6)
 
 
 def test_truncation_keeps_the_end_and_is_counted(tiny_llama_dir):

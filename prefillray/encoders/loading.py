@@ -56,6 +56,7 @@ def run_only_to(model: PreTrainedModel, deepest: int) -> bool:
     kept hidden state exactly as a full pass computes it. Returns whether it was cut.
     """
     total = num_hidden_layers(model)
+    deepest = max(deepest, 1)  # with no block at all, transformers records no hidden states
     if deepest >= total or not isinstance(getattr(model, "layers", None), torch.nn.ModuleList) or not hasattr(model, "norm"):
         return False
     model.config.num_hidden_layers = deepest
