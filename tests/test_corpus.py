@@ -290,3 +290,95 @@ def test_non_utf8_bytes_are_named(tmp_path):
     path.write_bytes("prompt,m1\ncaf\xe9?,1\n".encode("latin-1"))
     with pytest.raises(CorpusError, match=r"latin1\.csv: could not be parsed as csv"):
         load_corpus(wide_cfg(path))
+
+
+# -- RouterDC-style files: expected accuracy from scores, held-out tasks -----------------------
+def scored_frame() -> pd.DataFrame:
+    return pd.DataFrame({
+        "prompt": ["p1", "p2", "p3", "p4", "p5"],
+        "task": ["gsm8k", "mmlu", "gsm8k", "mbpp", "mmlu"],
+        "split": ["train", "train", "test", "test", "test"],
+        "label_kind": ["multi_attempt", "probability", "multi_attempt", "multi_attempt", "probability"],
+        "m1": [1.0, 0.0, 0.0, 1.0, 1.0],
+        "m1|score": [0.7, 0.0, 0.3, 0.5, 0.93],
+        "m2": [0.0, 1.0, np.nan, 0.0, 0.0],
+        "m2|score": [0.1, 0.6, np.nan, 0.2, 0.0],
+    })
+
+
+def scored_cfg(path, **extra) -> dict:
+    return wide_cfg(path, ignore_columns=["label_kind"], split={"strategy": "shipped"},
+                    expected_accuracy={"suffix": "|score", "kind_column": "label_kind", "kinds": ["multi_attempt"]},
+                    **extra)
+
+
+def test_expected_accuracy_from_scores_on_multi_attempt_rows_only(tmp_path):
+    path = tmp_path / "dc.parquet"
+    scored_frame().to_parquet(path)
+    corpus = load_corpus(scored_cfg(path, holdout_tasks=["mbpp"]))
+    by_text = corpus.queries.reset_index(drop=True).set_index("text").index
+    expected = pd.DataFrame(corpus.expected, index=by_text, columns=corpus.models)
+    # multi_attempt rows: the score; probability rows: the 0/1 label (not the probability)
+    assert expected.loc["p1", "m1"] == pytest.approx(0.7) and expected.loc["p3", "m1"] == pytest.approx(0.3)
+    assert expected.loc["p5", "m1"] == 1.0 and expected.loc["p2", "m2"] == 1.0
+    assert np.isnan(expected.loc["p3", "m2"])  # a missing label stays missing
+    assert corpus.models == ["m1", "m2"]  # score and kind columns are not models
+    split = corpus.queries.set_index("text")["split"]
+    assert split["p4"] == "ood" and split["p1"] == "train" and split["p3"] == "test"
+    assert corpus.cleaning["holdout_queries"] == 1
+
+    store = Storage(str(tmp_path / "s"))
+    save_corpus(corpus, store)
+    back = load_saved_corpus(store, corpus.key)
+    np.testing.assert_array_equal(back.expected, corpus.expected)
+    assert back.key == corpus.key
+
+
+def test_expected_accuracy_changes_the_corpus_key(tmp_path):
+    path = tmp_path / "dc.parquet"
+    scored_frame().to_parquet(path)
+    with_scores = load_corpus(scored_cfg(path))
+    without = load_corpus(wide_cfg(path, ignore_columns=["label_kind"], split={"strategy": "shipped"}))
+    assert without.expected is None and with_scores.key != without.key
+
+
+def test_score_out_of_range_is_named(tmp_path):
+    df = scored_frame()
+    df.loc[2, "m1|score"] = 1.5
+    path = tmp_path / "dc.parquet"
+    df.to_parquet(path)
+    with pytest.raises(CorpusError, match=r"'m1\|score', data row 3: expected a score in \[0, 1\]"):
+        load_corpus(scored_cfg(path))
+
+
+def test_missing_kind_column_and_unknown_holdout_task(tmp_path):
+    path = tmp_path / "dc.parquet"
+    scored_frame().drop(columns=["label_kind"]).to_parquet(path)
+    with pytest.raises(CorpusError, match=r"missing column\(s\) \['label_kind'\] for data.expected_accuracy"):
+        load_corpus(scored_cfg(path))
+    scored_frame().to_parquet(path)
+    with pytest.raises(CorpusError, match=r"data.holdout_tasks names task\(s\) \['ceval'\]"):
+        load_corpus(scored_cfg(path, holdout_tasks=["ceval"]))
+
+
+def test_routerdc7_shipped_copy_dedupes_and_holds_out_ood_tasks():
+    from omegaconf import OmegaConf
+
+    from conftest import ROOT
+
+    cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "data" / "routerdc7.yaml"), resolve=True)
+    corpus = load_corpus(cfg)
+    assert len(corpus) == 20_565 and len(corpus.models) == 7 and corpus.costs is None
+    c = corpus.cleaning
+    assert (c["duplicate_rows_merged"], c["split_conflicts"], c["label_conflicts_masked"]) == (35, 23, 17)
+    splits = corpus.queries.groupby("split")["task"].unique()
+    assert sorted(splits["ood"]) == ["MATH_prealgebra", "ceval", "javascript", "mbpp"]
+    assert not set(splits["ood"]) & set(splits["train"]) and not set(splits["ood"]) & set(splits["test"])
+    # no prompt on two sides once merged
+    assert corpus.queries["text"].is_unique
+    multi = corpus.queries["task"].isin(["gsm8k", "humaneval"]).to_numpy()
+    soft = corpus.expected[multi]
+    assert ((soft > 0) & (soft < 1)).any()  # real shares of 10 attempts survive
+    binary = corpus.queries["task"].isin(["mmlu", "cmmlu", "ceval", "arc_easy", "arc_challenge", "MATH_prealgebra"]).to_numpy()
+    known = ~np.isnan(corpus.labels) & binary[:, None]
+    np.testing.assert_array_equal(corpus.expected[known], corpus.labels[known])

@@ -37,6 +37,7 @@ def merge_duplicates(raw: RawCorpus) -> tuple[RawCorpus, dict[str, Any]]:
 
     labels = raw.labels[keep].copy()
     costs = None if raw.costs is None else raw.costs[keep].copy()
+    expected = None if raw.expected is None else raw.expected[keep].copy()
     task = raw.task.to_numpy(dtype=object)[keep].copy()
     split = None if raw.split is None else raw.split.to_numpy(dtype=object)[keep].copy()
     position = {first: pos for pos, first in enumerate(keep)}
@@ -54,6 +55,9 @@ def merge_duplicates(raw: RawCorpus) -> tuple[RawCorpus, dict[str, Any]]:
                 report["label_conflicts_masked"] += 1
             elif len(seen) == 1:
                 labels[pos, j] = seen[0]
+            if expected is not None:
+                scores = raw.expected[rows, j]
+                expected[pos, j] = np.nan if np.isnan(labels[pos, j]) else float(np.nanmean(scores))
         if costs is not None:
             with np.errstate(all="ignore"):
                 block_costs = raw.costs[rows]
@@ -83,5 +87,6 @@ def merge_duplicates(raw: RawCorpus) -> tuple[RawCorpus, dict[str, Any]]:
         raw.models,
         labels,
         costs,
+        expected,
     )
     return merged, report

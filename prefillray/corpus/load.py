@@ -18,6 +18,16 @@ log = logging.getLogger(__name__)
 PARSERS = {"wide": parse_wide, "long": parse_long}
 
 
+def hold_out_tasks(queries: pd.DataFrame, tasks: list[str], source: str) -> np.ndarray:
+    """Split ``ood`` for every query of ``data.holdout_tasks``: never trained on, probed or
+    used for early stopping, and reported on its own (out-of-distribution tasks)."""
+    unknown = sorted(set(tasks) - set(queries["task"]))
+    if unknown:
+        raise CorpusError(f"data.holdout_tasks names task(s) {unknown} that {source} does not have; "
+                          f"its tasks are {sorted(queries['task'].unique())}")
+    return np.where(queries["task"].isin(tasks), "ood", queries["split"].to_numpy(dtype=object))
+
+
 def load_corpus(cfg: Mapping[str, Any], storage_options: Mapping[str, Any] | None = None) -> Corpus:
     """Read, validate, deduplicate and split the corpus that ``cfg`` (the ``data`` group) names."""
     source = str(cfg["path"])
@@ -37,6 +47,8 @@ def load_corpus(cfg: Mapping[str, Any], storage_options: Mapping[str, Any] | Non
         queries["split"] = shipped_split(raw.split, source, cfg["columns"].get("split"))
     else:
         raise CorpusError(f"data.split.strategy must be 'stratified' or 'shipped', got {split_cfg['strategy']!r}")
+    queries["split"] = hold_out_tasks(queries, list(cfg.get("holdout_tasks") or []), source)
+    report["holdout_queries"] = int((queries["split"] == "ood").sum())
 
     keep = np.arange(len(queries))
     limit = cfg.get("limit")
@@ -51,6 +63,7 @@ def load_corpus(cfg: Mapping[str, Any], storage_options: Mapping[str, Any] | Non
         labels=raw.labels[keep],
         costs=None if raw.costs is None else raw.costs[keep],
         cleaning=report,
+        expected=None if raw.expected is None else raw.expected[keep],
     )
     log.info("corpus %s from %s: %s", corpus.name, source, corpus.summary())
     return corpus

@@ -25,6 +25,13 @@ class Corpus:
     ``labels[i, j]`` is 1.0 when model j answered query i correctly, 0.0 when wrong, NaN when
     there is no label (masked: never read as wrong). ``costs`` is None when the source has no
     cost information, so that cost figures are reported as not available instead of invented.
+    ``expected`` is the expected accuracy of each answer where the source measured it over
+    repeated samples (RouterDC's ``multi_attempt`` tasks: share of 10 sampled answers that were
+    right) and the 0/1 label elsewhere; None when the source gives no such scores. Training may
+    use it as a soft target, and the report shows it beside binary correctness.
+
+    ``queries.split`` is ``train``, ``test`` or ``ood`` (tasks held out of training entirely
+    and reported on their own).
     """
 
     name: str
@@ -33,6 +40,7 @@ class Corpus:
     labels: np.ndarray  # float32 [n, m], NaN = missing
     costs: np.ndarray | None  # float64 [n, m] in USD per query, or None
     cleaning: dict[str, Any] = field(default_factory=dict)
+    expected: np.ndarray | None = None  # float32 [n, m], NaN where the label is missing
 
     def __post_init__(self) -> None:
         n, m = len(self.queries), len(self.models)
@@ -40,6 +48,8 @@ class Corpus:
             raise ValueError(f"labels have shape {self.labels.shape}, expected {(n, m)}")
         if self.costs is not None and self.costs.shape != (n, m):
             raise ValueError(f"costs have shape {self.costs.shape}, expected {(n, m)}")
+        if self.expected is not None and self.expected.shape != (n, m):
+            raise ValueError(f"expected accuracies have shape {self.expected.shape}, expected {(n, m)}")
         self.queries = self.queries[QUERY_COLUMNS].reset_index(drop=True)
 
     @property
@@ -58,6 +68,9 @@ class Corpus:
         digest.update(np.ascontiguousarray(self.labels).tobytes())
         if self.costs is not None:
             digest.update(np.ascontiguousarray(self.costs).tobytes())
+        if self.expected is not None:
+            digest.update(b"expected")
+            digest.update(np.ascontiguousarray(self.expected).tobytes())
         return content_key({"name": self.name, "models": self.models, "content": digest.hexdigest()})
 
     def split_indices(self, split: str) -> np.ndarray:
@@ -72,6 +85,7 @@ class Corpus:
             "splits": splits,
             "labels_missing": int((~self.mask).sum()),
             "has_costs": self.costs is not None,
+            "has_expected_accuracy": self.expected is not None,
         }
 
 

@@ -28,6 +28,7 @@ class RawCorpus:
     models: list[str]
     labels: np.ndarray  # float32 [n, m], NaN = missing
     costs: np.ndarray | None  # float64 [n, m] or None
+    expected: np.ndarray | None = None  # float32 [n, m] expected accuracy, or None
 
 
 def read_table(url: str, storage_options: Mapping[str, Any] | None = None) -> pd.DataFrame:
@@ -161,7 +162,35 @@ def parse_wide(df: pd.DataFrame, source: str, cfg: Mapping[str, Any]) -> RawCorp
         )
     else:
         costs = None
-    return RawCorpus(source, text, task, _split_hint(df, columns), models, labels, costs)
+    expected = _expected_accuracy(df, source, cfg, models, labels)
+    return RawCorpus(source, text, task, _split_hint(df, columns), models, labels, costs, expected)
+
+
+def _expected_accuracy(df: pd.DataFrame, source: str, cfg: Mapping[str, Any], models: list[str],
+                       labels: np.ndarray) -> np.ndarray | None:
+    """``data.expected_accuracy``: on rows whose ``kind_column`` is one of ``kinds``, the
+    ``<model><suffix>`` score (a share of sampled answers that were right, in [0, 1]) is the
+    expected accuracy; elsewhere the 0/1 label is. A score on a row without a label, or
+    outside [0, 1], is an error naming the column and row."""
+    spec = cfg.get("expected_accuracy")
+    if not spec:
+        return None
+    kind_column, suffix, kinds = spec["kind_column"], spec["suffix"], list(spec["kinds"])
+    score_columns = [f"{m}{suffix}" for m in models]
+    _require_columns(df, [kind_column, *score_columns], source, "data.expected_accuracy")
+    soft = df[kind_column].astype(str).isin(kinds).to_numpy()
+    expected = labels.copy()
+    for j, column in enumerate(score_columns):
+        score = pd.to_numeric(df[column], errors="coerce").to_numpy(dtype=np.float64)
+        bad = soft & ~np.isnan(labels[:, j]) & ~((score >= 0) & (score <= 1))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise CorpusError(
+                f"{source}: column {column!r}, {_row(i)}: expected a score in [0, 1] for a "
+                f"{df[kind_column].iloc[i]!r} row, found {_shown(df[column].iloc[i])} ({int(bad.sum())} such cells)"
+            )
+        expected[soft, j] = np.where(np.isnan(labels[soft, j]), np.nan, score[soft])
+    return expected.astype(np.float32)
 
 
 def parse_long(df: pd.DataFrame, source: str, cfg: Mapping[str, Any]) -> RawCorpus:

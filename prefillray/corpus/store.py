@@ -12,6 +12,7 @@ from prefillray.corpus.model import Corpus
 from prefillray.storage import Storage
 
 COST_SUFFIX = "|cost"
+EXPECTED_SUFFIX = "|expected"
 
 
 def corpus_dir(storage: Storage, key: str) -> Storage:
@@ -34,9 +35,11 @@ def save_corpus(corpus: Corpus, storage: Storage) -> Storage:
         table[model] = corpus.labels[:, j]
         if corpus.costs is not None:
             table[model + COST_SUFFIX] = corpus.costs[:, j]
+        if corpus.expected is not None:
+            table[model + EXPECTED_SUFFIX] = corpus.expected[:, j]
     where.write_bytes_atomic(_parquet_bytes(table), "corpus.parquet")
     meta = {"name": corpus.name, "key": corpus.key, "models": corpus.models,
-            "has_costs": corpus.costs is not None, "cleaning": corpus.cleaning, "summary": corpus.summary()}
+            "has_costs": corpus.costs is not None, "has_expected": corpus.expected is not None, "cleaning": corpus.cleaning, "summary": corpus.summary()}
     where.write_json_atomic(meta, "corpus.json")
     return where
 
@@ -48,4 +51,5 @@ def load_saved_corpus(storage: Storage, key: str) -> Corpus:
     models = meta["models"]
     labels = table[models].to_numpy(dtype=np.float32)
     costs = table[[m + COST_SUFFIX for m in models]].to_numpy(dtype=np.float64) if meta["has_costs"] else None
-    return Corpus(meta["name"], table, models, labels, costs, meta["cleaning"])
+    expected = table[[m + EXPECTED_SUFFIX for m in models]].to_numpy(dtype=np.float32) if meta.get("has_expected") else None
+    return Corpus(meta["name"], table, models, labels, costs, meta["cleaning"], expected)
