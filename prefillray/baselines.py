@@ -1,5 +1,5 @@
-"""Reference routers on the same split: random, cheapest, best single, oracle, and kNN on
-sentence embeddings (the semantic trunk router is a SharedTrunkNet trained on the same
+"""Reference routers on the same split: random, cheapest, best single, oracle, the task-prior
+router, and kNN on sentence embeddings (the semantic trunk router is a SharedTrunkNet trained on the same
 embeddings, so it goes through the normal train stage)."""
 
 from __future__ import annotations
@@ -14,6 +14,15 @@ def single_model_choice(n: int, model: int) -> np.ndarray:
 def best_single(train_labels: np.ndarray) -> int:
     """The model with the highest training accuracy (over its labelled queries)."""
     return int(np.nanargmax(np.nanmean(train_labels, axis=0)))
+
+
+def task_prior(train_labels: np.ndarray, train_tasks: np.ndarray, tasks: np.ndarray) -> np.ndarray:
+    """For each query, the model that was most accurate on its task in training; a task never
+    seen in training (out-of-distribution) gets the best single model. The bar a router that
+    reads the query must clear: it is what knowing the task label alone is worth."""
+    fallback = best_single(train_labels)
+    per_task = {t: best_single(train_labels[train_tasks == t]) for t in np.unique(train_tasks)}
+    return np.array([per_task.get(t, fallback) for t in tasks], dtype=np.int64)
 
 
 def cheapest(train_costs: np.ndarray) -> int:

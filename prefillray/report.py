@@ -1,5 +1,5 @@
-"""Evaluate routers against the baselines on the test split and render the report
-(Markdown, JSON, PNG)."""
+"""Evaluate routers against the fixed references on one evaluation split, with 95% bootstrap
+intervals, and render the report (Markdown; the stage writes JSON and PNG beside it)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from prefillray.metrics import EvalSet, area_ratio, auc_per_target, curve, gap_closed, savings, within_task_auc
+from prefillray.bootstrap import Resamples, interval
+from prefillray.metrics import EvalSet, Outcome, area_ratio, auc_per_target, curve, gap_closed, savings, within_task_auc
 from prefillray.routing import choose
 
 TOLERANCE_GRID = np.concatenate([[0.0], np.geomspace(1e-3, 1.0, 48)])
@@ -17,42 +18,69 @@ TOLERANCE_GRID = np.concatenate([[0.0], np.geomspace(1e-3, 1.0, 48)])
 
 @dataclass
 class Reference:
-    """The fixed points every router is measured against."""
+    """One evaluation split and the fixed points every router on it is measured against:
+    the best single model and the most expensive one (both chosen on the training split)
+    and the oracle. ``bootstrap`` resamples the split's queries for the intervals."""
 
+    data: EvalSet
     best_single: int
     expensive: int | None
-    oracle_accuracy: float
-    oracle_cost: float
+    bootstrap: Resamples
 
-    def row(self, data: EvalSet, name: str, choice: np.ndarray) -> dict[str, Any]:
-        return self.measure(data, name, data.accuracy(choice), data.cost(choice))
+    def _figures(self, outcome: Outcome, res: Resamples) -> dict[str, np.ndarray]:
+        d = self.data
+        accuracy = res.mean(outcome.correct)
+        out = {"accuracy": accuracy,
+               "gap_closed": gap_closed(accuracy, res.mean(d.single(self.best_single).correct), res.mean(d.oracle().correct))}
+        if outcome.expected is not None:
+            out["expected_accuracy"] = res.mean(outcome.expected)
+        if outcome.cost is not None and self.expensive is not None:
+            out["cost"] = res.mean(outcome.cost)
+            out["savings"] = savings(out["cost"], res.mean(d.single(self.expensive).cost))
+        return out
 
-    def measure(self, data: EvalSet, name: str, accuracy: float, cost: float) -> dict[str, Any]:
-        n = len(data.labels)
-        best_acc = data.accuracy(np.full(n, self.best_single))
-        ref_cost = data.cost(np.full(n, self.expensive)) if self.expensive is not None else float("nan")
-        return {"router": name, "accuracy": accuracy, "cost": cost,
-                "gap_closed": gap_closed(accuracy, best_acc, self.oracle_accuracy), "savings": savings(cost, ref_cost)}
+    def measure(self, name: str, outcome: Outcome) -> dict[str, Any]:
+        """Point estimates and their 95% intervals for one routing outcome."""
+        point = self._figures(outcome, Resamples.identity(len(self.data)))
+        spread = self._figures(outcome, self.bootstrap)
+        row: dict[str, Any] = {"router": name}
+        for key in ("accuracy", "expected_accuracy", "cost", "gap_closed", "savings"):
+            if key in point:
+                row[key], row[f"{key}_ci"] = float(point[key][0]), interval(spread[key])
+            else:
+                row[key], row[f"{key}_ci"] = float("nan"), None
+        return row
+
+    def choice(self, name: str, choice: np.ndarray) -> dict[str, Any]:
+        return self.measure(name, self.data.outcome(choice))
 
 
-def evaluate_router(name: str, p: np.ndarray, costs_for_policy: np.ndarray | None, data: EvalSet, ref: Reference,
+def evaluate_router(name: str, p: np.ndarray, costs_for_policy: np.ndarray | None, ref: Reference,
                     operating_points: list[dict[str, Any]]) -> dict[str, Any]:
-    """Operating points, curve, AUCs and headline figures of one router."""
+    """Operating points, curve, AUCs (with intervals) and headline figures of one router."""
+    data = ref.data
     aucs = auc_per_target(p, data.labels)
     points = []
     for op in operating_points:
         policy = op["policy"] if costs_for_policy is not None else "argmax"
-        choice = choose(p, costs_for_policy, policy, float(op.get("param", 0.0)))
-        points.append({**ref.row(data, f"{name} [{policy} {op.get('param', 0.0)}]", choice), "policy": policy, "param": op.get("param", 0.0)})
+        param = 0.0 if policy == "argmax" else float(op.get("param", 0.0))
+        label = f"{name} [{policy} {param:g}]"
+        if not any(pt["router"] == label for pt in points):  # without costs every point is argmax
+            points.append({**ref.choice(label, choose(p, costs_for_policy, policy, param)), "policy": policy, "param": param})
+    with np.errstate(invalid="ignore"):
+        mean_auc_resampled = np.nanmean(auc_per_target(p, data.labels, ref.bootstrap), axis=1)
     out: dict[str, Any] = {
-        "name": name, "auc": dict(zip(data.models, aucs.tolist())), "mean_auc": float(np.nanmean(aucs)),
-        "within_task_auc": within_task_auc(p, data.labels, data.tasks), "operating_points": points,
+        "name": name, "auc": dict(zip(data.models, aucs.tolist())),
+        "mean_auc": float(np.nanmean(aucs)), "mean_auc_ci": interval(mean_auc_resampled),
+        "within_task_auc": within_task_auc(p, data.labels, data.tasks),
+        "within_task_auc_ci": interval(within_task_auc(p, data.labels, data.tasks, ref.bootstrap)),
+        "operating_points": points,
     }
-    if costs_for_policy is not None:
+    if costs_for_policy is not None and data.costs is not None and ref.expensive is not None:
         c = curve(p, costs_for_policy, data, TOLERANCE_GRID)
         best_acc = data.accuracy(np.full(len(p), ref.best_single))
         ref_cost = data.cost(np.full(len(p), ref.expensive))
-        c["gap_closed"] = [gap_closed(a, best_acc, ref.oracle_accuracy) for a in c["accuracy"]]
+        c["gap_closed"] = [gap_closed(a, best_acc, float(data.oracle().correct.mean())) for a in c["accuracy"]]
         c["savings"] = [savings(x, ref_cost) for x in c["cost"]]
         out["curve"] = c.to_dict("records")
         out["area_vs_pareto"] = area_ratio(c, data.single_models())
@@ -64,26 +92,85 @@ def evaluate_router(name: str, p: np.ndarray, costs_for_policy: np.ndarray | Non
     return out
 
 
-def markdown(summary: pd.DataFrame, routers: list[dict[str, Any]], header: dict[str, Any], singles: pd.DataFrame) -> str:
-    def fmt(v):
-        return "—" if v is None or (isinstance(v, float) and np.isnan(v)) else (f"{v:.4f}" if isinstance(v, float) else str(v))
+def per_task_table(values: dict[str, np.ndarray], tasks: np.ndarray, ood_tasks: set[str]) -> pd.DataFrame:
+    """Rows: routers/models; columns: in-distribution tasks, their average, out-of-distribution
+    tasks, their average (averages over tasks, not queries, as RouterDC reports them)."""
+    in_dist = sorted(t for t in np.unique(tasks) if t not in ood_tasks)
+    ood = sorted(t for t in np.unique(tasks) if t in ood_tasks)
+    rows = []
+    for name, per_query in values.items():
+        row: dict[str, Any] = {"router": name}
+        for t in in_dist + ood:
+            row[t] = float(per_query[tasks == t].mean())
+        row["ID average"] = float(np.mean([row[t] for t in in_dist])) if in_dist else float("nan")
+        if ood:
+            row["OOD average"] = float(np.mean([row[t] for t in ood]))
+        rows.append(row)
+    columns = ["router", *in_dist, "ID average", *ood] + (["OOD average"] if ood else [])
+    return pd.DataFrame(rows)[columns]
 
-    lines = [f"# prefillray report: {header['corpus']}", "",
-             f"Test split: {header['test_rows']} fully labelled queries ({header['dropped']} test queries with a missing label left out). "
-             f"Best single model (chosen on train): `{header['best_single']}`; reference for savings: `{header['expensive']}`.", "",
-             "| router | accuracy | mean cost (USD) | gap closed | cost saved |", "|---|---|---|---|---|"]
-    for _, r in summary.iterrows():
-        lines.append(f"| {r['router']} | {fmt(r['accuracy'])} | {fmt(r['cost'])} | {fmt(r['gap_closed'])} | {fmt(r['savings'])} |")
-    lines += ["", "| router | mean AUC | within-task AUC | area vs Pareto | best gap closed at ≥50% savings | best savings at gap ≥ 0 | max gap closed |",
-              "|---|---|---|---|---|---|---|"]
+
+def _fmt(v: Any) -> str:
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return "—"
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def _with_ci(value: Any, ci: Any) -> str:
+    if ci is None or any(np.isnan(c) for c in ci):
+        return _fmt(value)
+    return f"{_fmt(value)} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def split_markdown(title: str, evaluation: dict[str, Any]) -> list[str]:
+    """The summary, router and per-target tables of one evaluation split."""
+    summary, routers = evaluation["summary"], evaluation["routers"]
+    has_expected = any(not np.isnan(r["expected_accuracy"]) for r in summary)
+    has_cost = any(not np.isnan(r["cost"]) for r in summary)
+    cols = ["accuracy"] + (["expected_accuracy"] if has_expected else []) + (["cost"] if has_cost else []) + ["gap_closed"] + (["savings"] if has_cost else [])
+    heads = {"accuracy": "accuracy", "expected_accuracy": "expected accuracy", "cost": "mean cost (USD)",
+             "gap_closed": "gap closed", "savings": "cost saved"}
+    lines = [f"## {title}", "", evaluation["caption"], "", "95% bootstrap intervals in brackets "
+             f"({evaluation['bootstrap_samples']} resamples of the queries).", "",
+             "| router | " + " | ".join(heads[c] for c in cols) + " |", "|---|" + "---|" * len(cols)]
+    for r in summary:
+        lines.append(f"| {r['router']} | " + " | ".join(_with_ci(r[c], r[f'{c}_ci']) for c in cols) + " |")
+    extra = has_cost
+    lines += ["", "| router | mean AUC | within-task AUC |" + (" area vs Pareto | best gap closed at ≥50% savings | best savings at gap ≥ 0 | max gap closed |" if extra else ""),
+              "|---|---|---|" + ("---|" * 4 if extra else "")]
     for r in routers:
-        lines.append(f"| {r['name']} | {fmt(r['mean_auc'])} | {fmt(r['within_task_auc'])} | {fmt(r.get('area_vs_pareto'))} | "
-                     f"{fmt(r.get('best_gap_closed_at_50pct_savings'))} | {fmt(r.get('best_savings_at_nonnegative_gap'))} | {fmt(r.get('max_gap_closed'))} |")
-    lines += ["", "Per target model: its own accuracy and mean cost on the test rows, and each router's AUC for it.", "",
-              "| target | accuracy | mean cost | " + " | ".join(f"AUC {r['name']}" for r in routers) + " |",
-              "|---|---|---|" + "---|" * len(routers)]
-    for _, single in singles.iterrows():
+        line = f"| {r['name']} | {_with_ci(r['mean_auc'], r['mean_auc_ci'])} | {_with_ci(r['within_task_auc'], r['within_task_auc_ci'])} |"
+        if extra:
+            line += (f" {_fmt(r.get('area_vs_pareto'))} | {_fmt(r.get('best_gap_closed_at_50pct_savings'))} | "
+                     f"{_fmt(r.get('best_savings_at_nonnegative_gap'))} | {_fmt(r.get('max_gap_closed'))} |")
+        lines.append(line)
+    singles = evaluation["single_models"]
+    lines += ["", "Per target model: its own accuracy" + (" and mean cost" if has_cost else "") + " on these rows, and each router's AUC for it.", "",
+              "| target | accuracy |" + (" mean cost |" if has_cost else "") + " " + " | ".join(f"AUC {r['name']}" for r in routers) + " |",
+              "|---|---|" + ("---|" if has_cost else "") + "---|" * len(routers)]
+    for single in singles:
         target = single["model"]
-        lines.append(f"| {target} | {fmt(float(single['accuracy']))} | {fmt(float(single['cost']))} | "
-                     + " | ".join(fmt(r["auc"][target]) for r in routers) + " |")
-    return "\n".join(lines) + "\n"
+        lines.append(f"| {target} | {_fmt(float(single['accuracy']))} |" + (f" {_fmt(float(single['cost']))} |" if has_cost else "")
+                     + " " + " | ".join(_fmt(r["auc"][target]) for r in routers) + " |")
+    return lines + [""]
+
+
+def table_markdown(title: str, table: pd.DataFrame, note: str) -> list[str]:
+    lines = [f"## {title}", "", note, "", "| " + " | ".join(table.columns) + " |", "|---" * len(table.columns) + "|"]
+    for _, r in table.iterrows():
+        lines.append("| " + " | ".join(_fmt(v) if not isinstance(v, str) else v for v in r.to_numpy()) + " |")
+    return lines + [""]
+
+
+def markdown(header: dict[str, Any], evaluations: dict[str, dict[str, Any]], per_task: dict[str, pd.DataFrame]) -> str:
+    lines = [f"# prefillray report: {header['corpus']}", "",
+             f"Best single model (chosen on train): `{header['best_single']}`"
+             + (f"; reference for savings: `{header['expensive']}`." if header.get("expensive") else "; no costs in this corpus."), ""]
+    titles = {"test": "Test split (in-distribution)", "ood": "Out-of-distribution tasks (never trained on)"}
+    for split, evaluation in evaluations.items():
+        lines += split_markdown(titles.get(split, split), evaluation)
+    note = ("Per task, each model, the task-prior router, each learned router at argmax and the oracle; "
+            "averages are over tasks.")
+    for kind, table in per_task.items():
+        lines += table_markdown(f"Per task: {kind.replace('_', ' ')}", table, note)
+    return "\n".join(lines)

@@ -33,6 +33,24 @@ from prefillray.trunk import TrunkConfig
 log = logging.getLogger(__name__)
 
 
+TARGETS = ("labels", "expected")
+
+
+def target_table(corpus: Corpus, targets: str) -> pd.DataFrame:
+    """What the trunk learns to predict, per query id and target model: the 0/1 labels, or
+    (``expected``) the corpus's expected accuracies — soft BCE targets that keep the
+    difference between 5 and 9 right answers out of 10 that a 0/1 label throws away.
+    Missing labels stay NaN (masked) either way."""
+    if targets == "expected":
+        if corpus.expected is None:
+            raise ValueError(f"train.targets=expected: corpus {corpus.name!r} has no expected accuracies "
+                             "(set data.expected_accuracy, see conf/data/routerdc7.yaml)")
+        values = corpus.expected
+    else:
+        values = corpus.labels
+    return pd.DataFrame(values, index=corpus.queries["query_id"], columns=corpus.models)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     hidden: tuple[int, ...] = (256, 128)
@@ -48,6 +66,7 @@ class TrainConfig:
     num_workers: int = 1
     use_gpu: bool = False
     resources_per_worker: dict[str, float] | None = None  # e.g. {train: 1} to pin a node type
+    targets: str = "labels"  # labels (0/1) | expected (soft: expected accuracy where the corpus has it)
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> "TrainConfig":
@@ -56,6 +75,8 @@ class TrainConfig:
         values["hidden"] = tuple(int(h) for h in values.get("hidden", cls.hidden))
         values["seeds"] = tuple(int(s) for s in values.get("seeds", cls.seeds))
         values["resources_per_worker"] = dict(values.get("resources_per_worker") or {}) or None
+        if values.get("targets", cls.targets) not in TARGETS:
+            raise ValueError(f"train.targets must be one of {TARGETS}, got {values['targets']!r}")
         return cls(**values)
 
     def fit_identity(self) -> dict[str, Any]:

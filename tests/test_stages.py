@@ -23,11 +23,12 @@ from prefillray.stages import extract, probe, report, train
 from prefillray.storage import Storage
 
 
-def stage_cfg(store, tiny_dir, encoder="tiny", **extra):
+def stage_cfg(store, tiny_dir, encoder="tiny", overrides=("data.limit=120",), **extra):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
         cfg = compose(config_name="config", overrides=[
-            f"storage.url={store}", "data.limit=120", "extract.shard_size=32", "extract.torch_threads=1",
+            f"storage.url={store}", "extract.shard_size=32", "extract.torch_threads=1",
             "train.seeds=[0,1]", "train.max_epochs=6", "train.patience=3", "train.batch_size=32",
+            "report.bootstrap.samples=100", *overrides,
         ])
     enc = {"name_or_path": tiny_dir, "gguf_file": None, "batch_tokens": 1024}
     with open_dict(cfg):
@@ -38,11 +39,10 @@ def stage_cfg(store, tiny_dir, encoder="tiny", **extra):
     return cfg
 
 
-@pytest.fixture(scope="module")
-def pipeline(ray_local, tmp_path_factory, tiny_llama_dir):
-    store = tmp_path_factory.mktemp("store")
-    cfg = stage_cfg(store, tiny_llama_dir)
-    sem_cfg = stage_cfg(store, tiny_llama_dir)
+def run_pipeline(store, tiny_dir, overrides) -> dict:
+    """extract (prefill + semantic encoder) → probe → train (both) → report."""
+    cfg = stage_cfg(store, tiny_dir, overrides=overrides)
+    sem_cfg = stage_cfg(store, tiny_dir, overrides=overrides)
     with open_dict(sem_cfg):
         sem_cfg.encoder = sem_cfg.report.semantic_encoder
         sem_cfg.train.features = "all"
@@ -53,6 +53,18 @@ def pipeline(ray_local, tmp_path_factory, tiny_llama_dir):
     train.run(sem_cfg)
     reported = report.run(cfg)
     return {"cfg": cfg, "store": store, "probe": probed, "train": trained, "report": reported}
+
+
+@pytest.fixture(scope="module")
+def pipeline(ray_local, tmp_path_factory, tiny_llama_dir):
+    return run_pipeline(tmp_path_factory.mktemp("store"), tiny_llama_dir, ["data.limit=120"])
+
+
+@pytest.fixture(scope="module")
+def routerdc_pipeline(ray_local, tmp_path_factory, tiny_llama_dir):
+    """The RouterDC corpus (no costs, expected accuracies, OOD tasks) on a slice, soft targets."""
+    return run_pipeline(tmp_path_factory.mktemp("store-dc"), tiny_llama_dir,
+                        ["data=routerdc7", "data.limit=400", "train.targets=expected"])
 
 
 def test_probe_outputs_and_rerun_is_skipped(pipeline, capsys):
@@ -76,7 +88,7 @@ def test_train_uses_probe_ranking_and_writes_a_pickle_free_checkpoint(pipeline):
     assert ckpt.seeds == [0, 1] and len(ckpt.targets) == 11 and ckpt.costs is not None
     # the test split is never used for fitting: train/val rows only come from the training split
     rows = ckpt.meta["rows"]
-    assert rows["train"] + rows["val"] + rows["test"] == 120 and rows["val"] > 0
+    assert rows["train"] + rows["val"] + rows["test"] + rows["ood"] == 120 and rows["val"] > 0
 
 
 def test_report_artifacts_and_baselines(pipeline):
@@ -91,6 +103,35 @@ def test_report_artifacts_and_baselines(pipeline):
         assert 0.0 <= r["mean_auc"] <= 1.0 and len(r["curve"]) > 10
     oracle = doc["summary"][0]
     assert all(r["accuracy"] <= oracle["accuracy"] + 1e-12 for r in doc["summary"])
+    assert any(n.startswith("task prior") for n in names)
+    for r in doc["summary"]:
+        lo, hi = r["accuracy_ci"]
+        assert lo <= r["accuracy"] <= hi, r["router"]
+    per_task = {r["router"]: r for r in doc["per_task"]["accuracy"]}
+    assert {"oracle", "task prior", "prefill router (argmax)"} <= set(per_task) and doc["ood"] is None
+    assert "Per task: accuracy" in out.read_bytes("report.md").decode()
+
+
+def test_routerdc_report_has_ood_tasks_expected_accuracy_and_no_costs(routerdc_pipeline):
+    ckpt = RouterCheckpoint.load(Storage(routerdc_pipeline["train"]["router"]))
+    assert ckpt.meta["train"]["targets"] == "expected" and ckpt.costs is None
+    # OOD queries are never trained on: train + val + test rows leave them out
+    assert ckpt.meta["rows"]["ood"] > 0
+    out = Storage(routerdc_pipeline["report"]["uri"])
+    assert not out.exists("curves.png")
+    doc = json.loads(out.read_bytes("report.json"))
+    for evaluation in (doc, doc["ood"]):
+        rows = {r["router"].split(":")[0].split(" [")[0]: r for r in evaluation["summary"]}
+        assert np.isnan(rows["oracle"]["cost"]) and rows["oracle"]["expected_accuracy_ci"] is not None
+        assert rows["oracle"]["expected_accuracy"] >= rows["best single"]["expected_accuracy"]
+    ood_tasks = {"MATH_prealgebra", "ceval", "javascript", "mbpp"}
+    table = doc["per_task"]["expected_accuracy"]
+    columns = set(table[0])
+    assert {"router", "ID average", "OOD average"} <= columns and columns & ood_tasks
+    assert not columns & {"train", "test", "ood"}
+    oracle = next(r for r in table if r["router"] == "oracle")
+    assert all(oracle[t] >= r[t] - 1e-12 for r in table for t in columns - {"router"})
+    assert "Out-of-distribution tasks" in out.read_bytes("report.md").decode()
 
 
 def test_router_api_matches_shard_features_and_cli(pipeline):

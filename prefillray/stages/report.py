@@ -1,21 +1,25 @@
-"""The report stage: the prefill router, the semantic baselines (MiniLM trunk router, kNN)
-and the fixed references on the test split → ``reports/<key>/report.{md,json}``, curves.png."""
+"""The report stage: the prefill router, the semantic baselines (MiniLM trunk router, kNN), the
+task-prior router and the fixed references on the test split, and on the out-of-distribution
+tasks when the corpus holds some out → ``reports/<key>/report.{md,json}`` (+ curves.png with
+costs), with 95% bootstrap intervals and a per-task table."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from prefillray.baselines import best_single, cheapest, knn_probabilities, most_expensive, single_model_choice
+from prefillray.baselines import best_single, cheapest, knn_probabilities, most_expensive, single_model_choice, task_prior
+from prefillray.bootstrap import Resamples
 from prefillray.checkpoint import META, RouterCheckpoint
 from prefillray.features import Block
 from prefillray.metrics import EvalSet
 from prefillray.plots import cost_accuracy_curves
-from prefillray.report import Reference, evaluate_router, markdown
+from prefillray.report import Reference, evaluate_router, markdown, per_task_table
 from prefillray.runtime import encoder_specs, plain
 from prefillray.shards import load_features
 from prefillray.stages.inputs import MissingStageOutput, StageInputs, stage_inputs
@@ -48,6 +52,63 @@ def _block_features(inputs: StageInputs, checkpoint: RouterCheckpoint, split: st
     return ids, blocks
 
 
+@dataclass
+class SplitEvaluation:
+    """One split's evaluation (for the report) and per-query outcomes (for the per-task table)."""
+
+    document: dict[str, Any]
+    tasks: np.ndarray
+    correct: dict[str, np.ndarray]
+    expected: dict[str, np.ndarray] | None
+
+
+def _evaluate_split(split: str, ctx: dict[str, Any]) -> SplitEvaluation:
+    """Every router and reference on the fully labelled rows of ``split``."""
+    inputs, semantic, main, sem, corpus = ctx["inputs"], ctx["semantic"], ctx["main"], ctx["sem"], ctx["inputs"].corpus
+    ids, main_blocks = _block_features(inputs, main, split)
+    sem_ids, sem_blocks = _block_features(semantic, sem, split)
+    if not np.array_equal(ids, sem_ids):
+        raise ValueError(f"the prefill and semantic extractions hold different {split} queries; re-extract both for this corpus")
+    rows = ctx["index"].loc[ids].to_numpy()
+    complete = ~np.isnan(corpus.labels[rows]).any(1)
+    if corpus.costs is not None:
+        complete &= ~np.isnan(corpus.costs[rows]).any(1)
+    rows = rows[complete]
+    pick = (lambda a: None if a is None else a[rows])
+    data = EvalSet(corpus.labels[rows], pick(corpus.costs), corpus.queries["task"].to_numpy()[rows], corpus.models, pick(corpus.expected))
+    report_cfg = ctx["report_cfg"]
+    boot = report_cfg["bootstrap"]
+    ref = Reference(data, ctx["best_single"], ctx["expensive"], Resamples.draw(len(rows), int(boot["samples"]), int(boot["seed"])))
+
+    (sem_block,) = sem.blocks
+    p = {"prefill router": main.predict({k: v[complete] for k, v in main_blocks.items()}),
+         "semantic router": sem.predict({k: v[complete] for k, v in sem_blocks.items()}),
+         "kNN": knn_probabilities(*ctx["knn_train"], sem_blocks[sem_block][complete], int(report_cfg["knn_k"]))}
+    names = {"prefill router": f"prefill router ({', '.join(main.blocks)})", "semantic router": f"semantic router ({sem_block})",
+             "kNN": f"kNN on {sem_block} (k={report_cfg['knn_k']})"}
+    routers = [evaluate_router(names[k], p[k], ctx["policy_costs"], ref, report_cfg["operating_points"]) for k in p]
+
+    models, n = corpus.models, len(rows)
+    prior = task_prior(ctx["train_labels"], ctx["train_tasks"], data.tasks)
+    fixed = [ref.measure("oracle", data.oracle()),
+             ref.choice(f"best single: {models[ref.best_single]}", single_model_choice(n, ref.best_single))]
+    if ctx["cheapest"] is not None:
+        fixed.append(ref.choice(f"cheapest: {models[ctx['cheapest']]}", single_model_choice(n, ctx["cheapest"])))
+    fixed += [ref.choice("task prior (best model of the query's task in training)", prior),
+              ref.measure("random (expected)", data.random())]
+    summary = fixed + [pt for r in routers for pt in r["operating_points"]]
+    document = {"caption": f"{n} fully labelled {split} queries ({int((~complete).sum())} with a missing label or cost left out).",
+                "rows": n, "dropped": int((~complete).sum()), "bootstrap_samples": int(boot["samples"]),
+                "summary": summary, "routers": routers, "single_models": data.single_models().to_dict("records")}
+
+    choices = {**{m: single_model_choice(n, j) for j, m in enumerate(models)}, "task prior": prior,
+               **{f"{k} (argmax)": v.argmax(1) for k, v in p.items()}}
+    oracle = data.oracle()
+    correct = {**{k: data.outcome(c).correct for k, c in choices.items()}, "oracle": oracle.correct}
+    expected = None if data.expected is None else {**{k: data.outcome(c).expected for k, c in choices.items()}, "oracle": oracle.expected}
+    return SplitEvaluation(document, data.tasks, correct, expected)
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     inputs = stage_inputs(cfg)
     report_cfg = plain(cfg.report)
@@ -60,58 +121,44 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     corpus = inputs.corpus
     index = pd.Series(np.arange(len(corpus)), index=corpus.queries["query_id"])
-    test_ids, main_blocks = _block_features(inputs, main, "test")
-    sem_ids, sem_blocks = _block_features(semantic, sem, "test")
-    if not np.array_equal(test_ids, sem_ids):
-        raise ValueError("the prefill and semantic extractions hold different test queries; re-extract both for this corpus")
-    rows = index.loc[test_ids].to_numpy()
-    complete = ~np.isnan(corpus.labels[rows]).any(1)
-    if corpus.costs is not None:
-        complete &= ~np.isnan(corpus.costs[rows]).any(1)
-    rows = rows[complete]
-    data = EvalSet(corpus.labels[rows], None if corpus.costs is None else corpus.costs[rows],
-                   corpus.queries["task"].to_numpy()[rows], corpus.models)
-
     train_rows = corpus.split_indices("train")
     train_labels, train_costs = corpus.labels[train_rows], None if corpus.costs is None else corpus.costs[train_rows]
-    ref = Reference(best_single(train_labels), None if train_costs is None else most_expensive(train_costs), *data.oracle())
-    policy_costs = None if train_costs is None else np.nanmean(train_costs, axis=0)
-
-    p_main = main.predict({k: v[complete] for k, v in main_blocks.items()})
-    p_sem = sem.predict({k: v[complete] for k, v in sem_blocks.items()})
     sem_train_ids, sem_train = _block_features(semantic, sem, "train")
-    (sem_block,) = sem.blocks
-    p_knn = knn_probabilities(sem_train[sem_block], corpus.labels[index.loc[sem_train_ids].to_numpy()],
-                              sem_blocks[sem_block][complete], int(report_cfg["knn_k"]))
+    ctx = {"inputs": inputs, "semantic": semantic, "main": main, "sem": sem, "index": index, "report_cfg": report_cfg,
+           "best_single": best_single(train_labels), "expensive": None if train_costs is None else most_expensive(train_costs),
+           "cheapest": None if train_costs is None else cheapest(train_costs),
+           "policy_costs": None if train_costs is None else np.nanmean(train_costs, axis=0),
+           "train_labels": train_labels, "train_tasks": corpus.queries["task"].to_numpy()[train_rows],
+           "knn_train": (sem_train[sem.blocks[0]], corpus.labels[index.loc[sem_train_ids].to_numpy()])}
+    splits = [s for s in ("test", "ood") if len(corpus.split_indices(s))]
+    evaluated = {s: _evaluate_split(s, ctx) for s in splits}
 
-    points = report_cfg["operating_points"]
-    routers = [evaluate_router(f"prefill router ({', '.join(main.blocks)})", p_main, policy_costs, data, ref, points),
-               evaluate_router(f"semantic router ({sem_block})", p_sem, policy_costs, data, ref, points),
-               evaluate_router(f"kNN on {sem_block} (k={report_cfg['knn_k']})", p_knn, policy_costs, data, ref, points)]
-    n = len(rows)
-    fixed = [ref.row(data, "oracle", data.labels.argmax(1) if data.costs is None else np.where(data.labels > 0, data.costs, np.inf).argmin(1)),
-             ref.row(data, f"best single: {corpus.models[ref.best_single]}", single_model_choice(n, ref.best_single))]
-    if train_costs is not None:
-        fixed.append(ref.row(data, f"cheapest: {corpus.models[cheapest(train_costs)]}", single_model_choice(n, cheapest(train_costs))))
-    # a uniformly random choice, in expectation
-    fixed.append(ref.measure(data, "random (expected)", float(data.labels.mean()),
-                             float(data.costs.mean()) if data.costs is not None else float("nan")))
-    summary = pd.DataFrame(fixed + [p for r in routers for p in r["operating_points"]])[["router", "accuracy", "cost", "gap_closed", "savings"]]
-    header = {"corpus": corpus.name, "test_rows": n, "dropped": int((~complete).sum()),
-              "best_single": corpus.models[ref.best_single],
-              "expensive": corpus.models[ref.expensive] if ref.expensive is not None else None,
+    ood_tasks = set(np.unique(evaluated["ood"].tasks)) if "ood" in evaluated else set()
+    tasks = np.concatenate([e.tasks for e in evaluated.values()])
+    per_task = {"accuracy": per_task_table({k: np.concatenate([e.correct[k] for e in evaluated.values()]) for k in evaluated[splits[0]].correct},
+                                           tasks, ood_tasks)}
+    if corpus.expected is not None:
+        per_task["expected_accuracy"] = per_task_table(
+            {k: np.concatenate([e.expected[k] for e in evaluated.values()]) for k in evaluated[splits[0]].expected}, tasks, ood_tasks)
+    header = {"corpus": corpus.name, "best_single": corpus.models[ctx["best_single"]],
+              "expensive": corpus.models[ctx["expensive"]] if ctx["expensive"] is not None else None,
               "routers": {"prefill": main_uri, "semantic": sem_uri}}
-    document = {"header": header, "summary": summary.to_dict("records"), "routers": routers,
-                "single_models": data.single_models().to_dict("records")}
+    evaluations = {s: e.document for s, e in evaluated.items()}
+    document = {"header": header, **evaluations["test"], "ood": evaluations.get("ood"),
+                "per_task": {k: t.to_dict("records") for k, t in per_task.items()}}
     out.write_json_atomic(json.loads(json.dumps(document, default=float)), "report.json")
-    out.write_bytes_atomic(markdown(summary, routers, header, data.single_models()).encode(), "report.md")
-    if data.costs is not None:
-        curves = {r["name"]: pd.DataFrame(r["curve"]) for r in routers}
-        out.write_bytes_atomic(cost_accuracy_curves(curves, data.single_models(), f"{corpus.name}: test split"), "curves.png")
-    print(summary.round(4).to_string(index=False))
-    for r in routers:
-        print(f"{r['name']}: mean AUC {r['mean_auc']:.3f}, within-task AUC {r['within_task_auc']:.3f}, "
-              f"best gap closed at ≥50% savings {r.get('best_gap_closed_at_50pct_savings', float('nan')):.3f}, "
-              f"best savings at gap ≥ 0 {r.get('best_savings_at_nonnegative_gap', float('nan')):.3f}")
-    print(f"[report] {out.uri('report.md')} (+ report.json, curves.png)", flush=True)
-    return {"uri": out.uri(), "summary": document["summary"], "routers": routers}
+    out.write_bytes_atomic(markdown(header, evaluations, per_task).encode(), "report.md")
+    test = evaluations["test"]
+    if corpus.costs is not None:
+        curves = {r["name"]: pd.DataFrame(r["curve"]) for r in test["routers"]}
+        out.write_bytes_atomic(cost_accuracy_curves(curves, pd.DataFrame(test["single_models"]), f"{corpus.name}: test split"), "curves.png")
+    for split, evaluation in evaluations.items():
+        print(f"[report] {split}:")
+        print(pd.DataFrame(evaluation["summary"])[["router", "accuracy", "expected_accuracy", "cost", "gap_closed", "savings"]].round(4).to_string(index=False))
+        for r in evaluation["routers"]:
+            print(f"{r['name']}: mean AUC {r['mean_auc']:.3f} {np.round(r['mean_auc_ci'], 3)}, "
+                  f"within-task AUC {r['within_task_auc']:.3f} {np.round(r['within_task_auc_ci'], 3)}")
+    print(per_task["accuracy"].round(3).to_string(index=False))
+    print(f"[report] {out.uri('report.md')} (+ report.json" + (", curves.png)" if corpus.costs is not None else ")"), flush=True)
+    return {"uri": out.uri(), "summary": test["summary"], "routers": test["routers"], "ood": evaluations.get("ood"),
+            "per_task": document["per_task"]}

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import ray
 from omegaconf import DictConfig
 
@@ -16,7 +15,7 @@ from prefillray.runtime import init_ray, plain
 from prefillray.stages import probe as probe_stage
 from prefillray.stages.inputs import MissingStageOutput, StageInputs, stage_inputs
 from prefillray.storage import Storage, content_key
-from prefillray.training import TrainConfig, build_dataset, fit_transforms, fit_trunk, roles
+from prefillray.training import TrainConfig, build_dataset, fit_transforms, fit_trunk, roles, target_table
 from prefillray.trunk import TrunkConfig
 
 
@@ -75,7 +74,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     role_of = roles(corpus, train_cfg.val_fraction)
     fit_ids = set(role_of.index[role_of == "train"])
     transforms = fit_transforms(refs, blocks, fit_ids, train_cfg.pca_dim)
-    labels = pd.DataFrame(corpus.labels, index=corpus.queries["query_id"], columns=corpus.models)
+    labels = target_table(corpus, train_cfg.targets)
     train_ds = build_dataset(refs, blocks, transforms, labels, role_of, "train").materialize()
     val_ds = build_dataset(refs, blocks, transforms, labels, role_of, "val").materialize()
     trunk = TrunkConfig(sum(t.out_dim for t in transforms.values()), len(corpus.models), train_cfg.hidden, train_cfg.dropout)
@@ -87,7 +86,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         blocks=[b.name for b in blocks], transforms=transforms, trunk=trunk, seeds=list(train_cfg.seeds),
         weights=fitted.weights, targets=corpus.models, costs=costs, policy=plain(cfg.train.policy),
         meta={"corpus": corpus.key, "train": train_cfg.fit_identity(), "num_workers": train_cfg.num_workers,
-              "history": fitted.history, "rows": {r: int((role_of == r).sum()) for r in ("train", "val", "test")}},
+              "history": fitted.history, "rows": {r: int((role_of == r).sum()) for r in ("train", "val", "test", "ood")}},
     )
     checkpoint.save(out)
     for h in fitted.history:

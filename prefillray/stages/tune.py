@@ -17,7 +17,7 @@ from prefillray.stages import probe as probe_stage
 from prefillray.stages.inputs import MissingStageOutput, stage_inputs
 from prefillray.storage import content_key
 from prefillray.sweep import block_sets, candidate_blocks, load_sweep_data, trial
-from prefillray.training import TrainConfig, roles
+from prefillray.training import TrainConfig, roles, target_table
 
 DONE = "best.json"
 
@@ -47,7 +47,8 @@ def run(cfg: DictConfig, prescreen: bool | None = None) -> dict[str, Any]:
     train_cfg = TrainConfig.from_config(plain(cfg.train))
     key = content_key({"corpus": inputs.corpus.key, "encoders": sorted(s.key() for s in inputs.specs),
                        "tune": {**tune_cfg, "prescreen": prescreen}, "probe": plain(cfg.probe),
-                       "val_fraction": train_cfg.val_fraction, "batch_size": train_cfg.batch_size})
+                       "val_fraction": train_cfg.val_fraction, "batch_size": train_cfg.batch_size,
+                       "targets": train_cfg.targets})
     out = inputs.storage.child("sweeps", key)
     if out.exists(DONE):
         print(f"[tune] a sweep for this corpus, encoders and config already exists: {out.uri()}", flush=True)
@@ -63,7 +64,7 @@ def run(cfg: DictConfig, prescreen: bool | None = None) -> dict[str, Any]:
     candidates = candidate_blocks(refs, ranking, int(tune_cfg["top_k"]))
     sets = block_sets(candidates, int(tune_cfg["max_blocks"]))
     corpus = inputs.corpus
-    labels = pd.DataFrame(corpus.labels, index=corpus.queries["query_id"], columns=corpus.models)
+    labels = target_table(corpus, train_cfg.targets)
     data = load_sweep_data(refs, candidates, roles(corpus, train_cfg.val_fraction), labels)
     print(f"[tune] {len(candidates)} candidate blocks → {len(sets)} block sets; {tune_cfg['num_samples']} trials", flush=True)
 
