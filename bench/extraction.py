@@ -92,7 +92,7 @@ def _ray_data(spec, texts, groups, out):
     import ray
 
     from prefillray.corpus import Corpus, query_id_for
-    from prefillray.extract import ActorConfig, extract_encoder
+    from prefillray.extract import RUN_STATS, ActorConfig, extract_encoder
     from prefillray.shards import load_features
     from prefillray.storage import Storage
 
@@ -108,7 +108,7 @@ def _ray_data(spec, texts, groups, out):
     seconds = time.perf_counter() - start
     frame, feats = load_features(result.out)
     order = pd.Series(np.arange(len(frame)), index=frame["query_id"]).loc[q["query_id"]].to_numpy()
-    counts = json.loads(result.out.read_bytes("manifest.json"))["counts"]
+    counts = result.out.read_json(RUN_STATS)["counts"]
     return seconds, {k: v[order] for k, v in feats.items()}, counts["prompt_tokens"], counts["tokens_run"]
 
 

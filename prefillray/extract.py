@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -26,6 +27,11 @@ from prefillray.storage import Storage, sha256_bytes
 log = logging.getLogger(__name__)
 
 COUNTERS = ("queries", "prompt_tokens", "tokens_run", "tokens_saved", "truncated")
+# what the shards hold (the manifest's counts) vs. how much work the runs that committed them
+# did (run_stats.json): prefix caches live per actor, so the latter depends on which actor
+# computed which shard, and a resumed run must still produce the same manifest
+CONTENT_COUNTERS = ("queries", "prompt_tokens", "truncated")
+RUN_STATS = "run_stats.json"
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,7 @@ class ShardWorker:
             "sha256": sha256_bytes(data),
             "ids_key": row.ids_key,
             "counters": {k: getattr(stats, k) for k in COUNTERS},
+            "worker": {"host": socket.gethostname(), "pid": os.getpid()},  # which actor process committed it
         }
         self.out.write_json_atomic(marker, marker_name(row.shard))
         return {"shard": row.shard, "seconds": stats.seconds, "pid": os.getpid(), **marker["counters"]}
@@ -201,6 +208,7 @@ class _Progress:
 
 def _write_manifest(out: Storage, corpus: Corpus, spec: EncoderSpec, entries: list[dict[str, Any]]) -> None:
     counters = {k: sum(int(e["counters"][k]) for e in entries) for k in COUNTERS}
+    out.write_json_atomic({"counts": counters, "workers": sorted({str(e.get("worker")) for e in entries})}, RUN_STATS)
     example = entries[0]["path"] if entries else None
     features = _feature_names(out, example) if example else []
     manifest = {
@@ -210,7 +218,7 @@ def _write_manifest(out: Storage, corpus: Corpus, spec: EncoderSpec, entries: li
         "features": features,
         "corpus": {"name": corpus.name, "key": corpus.key, "queries": len(corpus)},
         "shards": [{k: e[k] for k in ("path", "rows", "bytes", "sha256")} for e in entries],
-        "counts": counters,
+        "counts": {k: counters[k] for k in CONTENT_COUNTERS},
     }
     out.write_json_atomic(manifest, MANIFEST)
 

@@ -10,7 +10,7 @@ import ray
 from omegaconf import DictConfig, OmegaConf
 
 from prefillray.encoders import EncoderSpec
-from prefillray.storage import Storage
+from prefillray.storage import RetryPolicy, Storage
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ def storage_from_config(cfg: Mapping[str, Any]) -> Storage:
     url = str(cfg["url"])
     if "://" not in url:
         url = os.path.abspath(url)
-    return Storage(url, options)
+    return Storage(url, options, RetryPolicy(**(plain(cfg.get("retry")) or {})))
 
 
 def encoder_specs(cfg: Mapping[str, Any]) -> list[EncoderSpec]:

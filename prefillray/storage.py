@@ -4,19 +4,71 @@ Every stage of prefillray reads and writes storage only, so that a laptop run an
 run differ in one URL. Writes are atomic so that a reader (or a resumed run) never takes a
 half-written file for a finished one: local files are written beside their target and
 renamed into place; object stores get a single PUT, which they commit atomically.
+Object-store calls that fail with a connection error (endpoint down, connection reset,
+timeout) are retried with exponential backoff (``storage.retry``), then fail with an error
+naming the operation and the path; other errors (missing file, denied) fail at once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, TypeVar
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class StorageError(OSError):
+    """A storage operation that kept failing after its retries; names the operation and path."""
+
+
+def _transient_errors() -> tuple[type[BaseException], ...]:
+    """Connection-level failures worth retrying: the endpoint may come back."""
+    kinds: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    try:
+        import botocore.exceptions as boto
+
+        kinds += [boto.ConnectionError, boto.ReadTimeoutError, boto.ConnectionClosedError]
+    except ImportError:
+        pass
+    try:
+        import aiohttp
+
+        kinds += [aiohttp.ClientConnectionError]
+    except ImportError:
+        pass
+    return tuple(kinds)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """``attempts`` tries in all, waiting ``base_delay_s`` × 2^k (at most ``max_delay_s``) between."""
+
+    attempts: int = 5
+    base_delay_s: float = 0.5
+    max_delay_s: float = 8.0
+
+    def run(self, what: str, op: Callable[[], T]) -> T:
+        transient = _transient_errors()
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return op()
+            except transient as err:
+                if attempt == self.attempts:
+                    raise StorageError(f"{what}: failed after {self.attempts} attempts: {type(err).__name__}: {err}") from err
+                delay = min(self.base_delay_s * 2 ** (attempt - 1), self.max_delay_s)
+                log.warning("%s: %s (attempt %d/%d), retrying in %.1fs", what, type(err).__name__, attempt, self.attempts, delay)
+                time.sleep(delay)
+        raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True)
@@ -29,6 +81,7 @@ class Storage:
 
     url: str
     options: Mapping[str, Any] = field(default_factory=dict)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     def __repr__(self) -> str:  # keep credentials out of logs and tracebacks
         return f"Storage(url={self.url!r}, options=<{len(self.options)} hidden>)"
@@ -53,13 +106,15 @@ class Storage:
         return self.fs.unstrip_protocol(path)
 
     def child(self, *parts: str) -> "Storage":
-        return Storage(self.uri(*parts), self.options)
+        return Storage(self.uri(*parts), self.options, self.retry)
 
     def exists(self, *parts: str) -> bool:
-        return self.fs.exists(self.path(*parts))
+        path = self.path(*parts)
+        return self.retry.run(f"checking {self.uri(*parts)}", lambda: self.fs.exists(path))
 
     def read_bytes(self, *parts: str) -> bytes:
-        return self.fs.cat_file(self.path(*parts))
+        path = self.path(*parts)
+        return self.retry.run(f"reading {self.uri(*parts)}", lambda: self.fs.cat_file(path))
 
     def write_bytes_atomic(self, data: bytes, *parts: str) -> str:
         """Write ``data`` so that the target either does not exist or is complete."""
@@ -73,7 +128,7 @@ class Storage:
                 os.fsync(fh.fileno())
             os.replace(tmp, target)
         else:
-            fs.pipe_file(target, data)
+            self.retry.run(f"writing {self.uri(*parts)}", lambda: fs.pipe_file(target, data))
         return target
 
     def read_json(self, *parts: str) -> Any:
@@ -92,8 +147,8 @@ class Storage:
 
     def remove(self, *parts: str) -> None:
         path = self.path(*parts)
-        if self.fs.exists(path):
-            self.fs.rm(path, recursive=True)
+        if self.exists(*parts):
+            self.retry.run(f"removing {self.uri(*parts)}", lambda: self.fs.rm(path, recursive=True))
 
 
 def sha256_bytes(data: bytes) -> str:
