@@ -67,6 +67,7 @@ class TrainConfig:
     use_gpu: bool = False
     resources_per_worker: dict[str, float] | None = None  # e.g. {train: 1} to pin a node type
     targets: str = "labels"  # labels (0/1) | expected (soft: expected accuracy where the corpus has it)
+    max_failures: int = 2  # worker-group restarts, each resuming from the last checkpoint
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> "TrainConfig":
@@ -82,7 +83,7 @@ class TrainConfig:
     def fit_identity(self) -> dict[str, Any]:
         """What the fitted weights depend on (not how many workers computed them)."""
         out = asdict(self)
-        for key in ("num_workers", "use_gpu", "resources_per_worker"):
+        for key in ("num_workers", "use_gpu", "resources_per_worker", "max_failures"):
             out.pop(key)
         return out
 
@@ -159,9 +160,11 @@ def train_loop(config: dict[str, Any]) -> None:
             torch.distributed.all_reduce(total)
         return float(total[0] / total[1].clamp(min=1))
 
-    finished: dict[str, np.ndarray] = {}
-    history: list[dict[str, Any]] = []
+    finished, history = _restore(ray.train.get_checkpoint())
+    restored = len(history)
     for seed in config["seeds"]:
+        if any(h["seed"] == seed for h in history):
+            continue  # finished before an interruption: restored from the last checkpoint
         torch.manual_seed(seed)
         model = ray.train.torch.prepare_model(SharedTrunkNet(trunk_cfg))
         optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
@@ -182,7 +185,7 @@ def train_loop(config: dict[str, Any]) -> None:
                 break
         finished.update({f"seed{seed}.{k}": v for k, v in best_state.items()})
         history.append({"seed": seed, "best_val_loss": best, "best_epoch": best_epoch, "epochs_run": epoch + 1,
-                        "world_size": world})
+                        "world_size": world, "seeds_restored_at_start": restored})
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if rank == 0:
@@ -193,6 +196,19 @@ def train_loop(config: dict[str, Any]) -> None:
             ray.train.report({"seed": seed, "seeds_done": len(history), "val_loss": best}, checkpoint=checkpoint)
 
 
+def _restore(checkpoint: Any) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
+    """The seeds an interrupted attempt finished (weights, history) from Ray Train's latest
+    checkpoint — after a worker failure, or when the same run is started again — or nothing."""
+    if checkpoint is None:
+        return {}, []
+    with checkpoint.as_directory() as directory:
+        weights = load_file(os.path.join(directory, "ensemble.safetensors"))
+        with open(os.path.join(directory, "history.json")) as fh:
+            history = json.load(fh)
+    log.info("resuming training: seeds %s restored from the last checkpoint", [h["seed"] for h in history])
+    return weights, history
+
+
 @dataclass
 class FitResult:
     weights: dict[str, np.ndarray]  # "seed<k>.<param>" → array
@@ -201,8 +217,12 @@ class FitResult:
 
 def fit_trunk(train_ds: ray.data.Dataset, val_ds: ray.data.Dataset, trunk: TrunkConfig, cfg: TrainConfig,
               run_storage: Storage, run_name: str) -> FitResult:
-    """Run the TorchTrainer; returns the ensemble's weights from its last checkpoint."""
-    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+    """Run the TorchTrainer; returns the ensemble's weights from its last checkpoint.
+
+    Each finished seed is checkpointed to ``run_storage``; a failed worker group is restarted
+    up to ``cfg.max_failures`` times and resumes from there, and starting the same run again
+    (same name and storage, e.g. after the driver died) resumes from there too."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     loop_config = {"trunk": trunk.as_dict(), "seeds": list(cfg.seeds), "lr": cfg.lr, "weight_decay": cfg.weight_decay,
@@ -216,7 +236,8 @@ def fit_trunk(train_ds: ray.data.Dataset, val_ds: ray.data.Dataset, trunk: Trunk
         datasets={"train": train_ds, "val": val_ds},
         run_config=RunConfig(name=run_name, storage_path=run_storage.root,
                              storage_filesystem=storage_fs,
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2),
+                             failure_config=FailureConfig(max_failures=cfg.max_failures)),
     )
     result = trainer.fit()
     if result.checkpoint is None:

@@ -179,3 +179,45 @@ def test_driver_killed_mid_extraction_rerun_computes_only_the_missing_shards(tmp
     (uninterrupted,) = (clean_store / "activations").rglob("manifest.json")
     assert resumed.relative_to(killed_store) == uninterrupted.relative_to(clean_store)
     assert resumed.read_text() == uninterrupted.read_text()
+
+
+def _train_workers() -> list:
+    """Ray Train worker processes of the test's own local Ray (descendants of this process)."""
+    import psutil
+
+    found = []
+    for proc in psutil.Process(os.getpid()).children(recursive=True):
+        try:
+            if "RayTrainWorker" in " ".join(proc.cmdline()):
+                found.append(proc)
+        except psutil.Error:
+            pass
+    return found
+
+
+def test_training_resumes_from_its_last_checkpoint_after_a_worker_dies(ray_local, tmp_path, tiny_llama_dir):
+    from conftest import stage_cfg
+    from prefillray.checkpoint import RouterCheckpoint
+    from prefillray.stages import extract, train
+
+    store = tmp_path / "store"
+    cfg = stage_cfg(store, tiny_llama_dir, overrides=["data.limit=120", "train.features=[tiny:L1.mean]",
+                                                      "train.seeds=[0,1,2]", "train.max_epochs=25", "train.patience=25"])
+    extract.run(cfg)
+    result: dict = {}
+    runner = threading.Thread(target=lambda: result.update(x=train.run(cfg)))
+    runner.start()
+    deadline = time.time() + 600
+    # Ray Train writes its checkpoint manager's snapshot once a reported checkpoint is registered
+    while not list((store / "ray_train").rglob("checkpoint_manager_snapshot.json")) and time.time() < deadline:
+        time.sleep(0.1)
+    victims = _train_workers()
+    assert victims and runner.is_alive()
+    for proc in victims:
+        proc.kill()
+    runner.join(timeout=900)
+    history = result["x"]["history"]
+    assert [h["seed"] for h in history] == [0, 1, 2]
+    # the restarted worker group began from the checkpoint holding seed 0 and trained the rest
+    assert history[0]["seeds_restored_at_start"] == 0 and history[-1]["seeds_restored_at_start"] >= 1
+    assert RouterCheckpoint.load(Storage(result["x"]["router"])).seeds == [0, 1, 2]

@@ -12,31 +12,14 @@ import sys
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf, open_dict
+from omegaconf import open_dict
 
-from conftest import ROOT
+from conftest import ROOT, stage_cfg
 from prefillray.checkpoint import CheckpointError, RouterCheckpoint
 from prefillray.router import Router
 from prefillray.shards import load_features
 from prefillray.stages import extract, probe, report, train
 from prefillray.storage import Storage
-
-
-def stage_cfg(store, tiny_dir, encoder="tiny", overrides=("data.limit=120",), **extra):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
-        cfg = compose(config_name="config", overrides=[
-            f"storage.url={store}", "extract.shard_size=32", "extract.torch_threads=1",
-            "train.seeds=[0,1]", "train.max_epochs=6", "train.patience=3", "train.batch_size=32",
-            "report.bootstrap.samples=100", *overrides,
-        ])
-    enc = {"name_or_path": tiny_dir, "gguf_file": None, "batch_tokens": 1024}
-    with open_dict(cfg):
-        cfg.encoder = {encoder: enc}
-        cfg.report.semantic_encoder = {"tinysem": {**enc, "layers": [1], "poolings": ["mean"], "chat_template": False}}
-        for k, v in extra.items():
-            OmegaConf.update(cfg, k, v, merge=False)
-    return cfg
 
 
 def run_pipeline(store, tiny_dir, overrides) -> dict:
