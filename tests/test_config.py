@@ -45,3 +45,36 @@ def test_s3_storage_options_drop_unset_credentials(monkeypatch):
     storage = storage_from_config(composed("storage=s3", "storage.url=s3://b/p").storage)
     assert storage.url == "s3://b/p" and dict(storage.options) == {"endpoint_url": "http://127.0.0.1:9"}
     assert "9" not in repr(storage)
+
+
+@pytest.mark.parametrize("override, named", [
+    ("train.lr=abc", "train.lr: Value 'abc'"),
+    ("extract.shard_size=1.5", "extract.shard_size: Value '1.5'"),
+    ("train.hidden=[256,wide]", r"train.hidden\[1\]: Value 'wide'"),
+    ("train.use_gpu=maybe", "train.use_gpu: Value 'maybe'"),
+    ("data.limit=some", "data.limit: Value 'some'"),
+    ("report.bootstrap.samples=many", "report.bootstrap.samples: Value 'many'"),
+    ("storage.retry.attempts=x", "storage.retry.attempts: Value 'x'"),
+])
+def test_wrong_types_are_named_before_any_work(override, named):
+    from prefillray.schema import ConfigError, validate_config
+
+    with pytest.raises(ConfigError, match=named):
+        validate_config(composed(override))
+
+
+@pytest.mark.parametrize("data", ["routerbench", "routerdc7"])
+def test_shipped_configs_pass_the_type_check(data):
+    from prefillray.schema import validate_config
+
+    validate_config(composed(f"data={data}", "storage=s3"))
+
+
+def test_a_job_with_a_wrong_type_fails_fast_naming_the_key(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(ROOT / "jobs" / "train.py"), "train.lr=fast", f"hydra.run.dir={tmp_path}"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "train.lr: Value 'fast'" in done.stderr
+    assert "ray" not in done.stdout.lower()  # nothing started

@@ -218,6 +218,21 @@ def test_negative_cost(tmp_path):
         load_corpus(wide_cfg(write_wide(tmp_path, df)))
 
 
+def test_missing_and_nan_costs_stay_missing_and_are_counted(tmp_path):
+    df = wide_frame()
+    df.loc[0, "m1|total_cost"] = np.nan
+    df.loc[2, "m2|total_cost"] = float("nan")
+    corpus = load_corpus(wide_cfg(write_wide(tmp_path, df)))
+    assert corpus.cleaning["costs_missing"] == 2 and int(np.isnan(corpus.costs).sum()) == 2
+
+
+def test_model_without_any_cost_is_an_error(tmp_path):
+    df = wide_frame()
+    df["m2|total_cost"] = np.nan
+    with pytest.raises(CorpusError, match=r"model\(s\) \['m2'\] have no cost at all"):
+        load_corpus(wide_cfg(write_wide(tmp_path, df)))
+
+
 def test_non_numeric_cost(tmp_path):
     df = wide_frame().astype({"m1|total_cost": object})
     df.loc[3, "m1|total_cost"] = "cheap"

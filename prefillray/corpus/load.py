@@ -47,6 +47,12 @@ def load_corpus(cfg: Mapping[str, Any], storage_options: Mapping[str, Any] | Non
         queries["split"] = shipped_split(raw.split, source, cfg["columns"].get("split"))
     else:
         raise CorpusError(f"data.split.strategy must be 'stratified' or 'shipped', got {split_cfg['strategy']!r}")
+    if raw.costs is not None:
+        # kept missing (NaN), never read as free: policies use per-model means over known
+        # costs, and the report leaves rows without every cost out of cost figures (counted)
+        report["costs_missing"] = int(np.isnan(raw.costs).sum())
+        if report["costs_missing"]:
+            log.warning("%s: %d cost cells are missing (kept missing, never read as 0)", source, report["costs_missing"])
     queries["split"] = hold_out_tasks(queries, list(cfg.get("holdout_tasks") or []), source)
     report["holdout_queries"] = int((queries["split"] == "ood").sum())
 

@@ -133,6 +133,16 @@ def _check_every_model_labeled(models: list[str], labels: np.ndarray, source: st
         raise CorpusError(f"{source}: model(s) {empty} have no labels at all; drop them or fix the file")
 
 
+def _check_every_model_costed(models: list[str], costs: np.ndarray | None, source: str) -> None:
+    """A model with labels but no cost at all would look free (or NaN) to every cost policy."""
+    if costs is None:
+        return
+    empty = [m for j, m in enumerate(models) if np.isnan(costs[:, j]).all()]
+    if empty:
+        raise CorpusError(f"{source}: model(s) {empty} have no cost at all while other models do; "
+                          "give their costs (or prices) or drop them")
+
+
 def parse_wide(df: pd.DataFrame, source: str, cfg: Mapping[str, Any]) -> RawCorpus:
     """One row per query; one correctness column per model and optional ``<model><cost_suffix>``."""
     columns = cfg["columns"]
@@ -162,6 +172,7 @@ def parse_wide(df: pd.DataFrame, source: str, cfg: Mapping[str, Any]) -> RawCorp
         )
     else:
         costs = None
+    _check_every_model_costed(models, costs, source)
     expected = _expected_accuracy(df, source, cfg, models, labels)
     return RawCorpus(source, text, task, _split_hint(df, columns), models, labels, costs, expected)
 
@@ -222,6 +233,7 @@ def parse_long(df: pd.DataFrame, source: str, cfg: Mapping[str, Any]) -> RawCorp
     if cost is not None:
         costs = np.full((len(order), len(models)), np.nan, dtype=np.float64)
         costs[qi, mi] = cost
+        _check_every_model_costed(models, costs, source)
     first = ~text.duplicated()
     task = _tasks(df, columns)
     split = _split_hint(df, columns)
