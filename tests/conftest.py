@@ -31,19 +31,9 @@ def smollm2_available() -> None:
 def tiny_llama_dir(tmp_path_factory, smollm2_available) -> str:
     """A 2-layer random-weight Llama with SmolLM2's tokenizer and chat template, saved as a
     local Hugging Face folder (so the local-path loading code is the one tested)."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaModel
+    from prefillray.encoders.tiny import save_tiny_llama
 
-    path = tmp_path_factory.mktemp("tiny-llama")
-    tokenizer = AutoTokenizer.from_pretrained(smollm2_spec().local_path(), gguf_file=SMOLLM2_GGUF)
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-    )
-    LlamaModel(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
 
 def tiny_spec(path: str, name: str = "tiny", **overrides) -> EncoderSpec:
