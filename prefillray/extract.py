@@ -62,6 +62,15 @@ def activations_dir(storage: Storage, spec: EncoderSpec, corpus_key: str) -> Sto
     return storage.child("activations", spec.key(), corpus_key)
 
 
+def _peak_rss_mb() -> float:
+    """This process's peak resident set size (Linux reports kilobytes, macOS bytes)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 1)
+
+
 class ShardWorker:
     """A Ray Data actor: loads the encoder once, then computes and commits whole shards."""
 
@@ -95,7 +104,8 @@ class ShardWorker:
             "sha256": sha256_bytes(data),
             "ids_key": row.ids_key,
             "counters": {k: getattr(stats, k) for k in COUNTERS},
-            "worker": {"host": socket.gethostname(), "pid": os.getpid()},  # which actor process committed it
+            # which actor process committed it, and its peak resident memory so far (MB)
+            "worker": {"host": socket.gethostname(), "pid": os.getpid(), "peak_rss_mb": _peak_rss_mb()},
         }
         self.out.write_json_atomic(marker, marker_name(row.shard))
         return {"shard": row.shard, "seconds": stats.seconds, "pid": os.getpid(), **marker["counters"]}
