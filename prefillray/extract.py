@@ -218,7 +218,12 @@ class _Progress:
 
 def _write_manifest(out: Storage, corpus: Corpus, spec: EncoderSpec, entries: list[dict[str, Any]]) -> None:
     counters = {k: sum(int(e["counters"][k]) for e in entries) for k in COUNTERS}
-    out.write_json_atomic({"counts": counters, "workers": sorted({str(e.get("worker")) for e in entries})}, RUN_STATS)
+    workers: dict[str, float] = {}
+    for e in entries:
+        w = e.get("worker") or {}
+        name = f"{w.get('host')}:{w.get('pid')}"
+        workers[name] = max(workers.get(name, 0.0), float(w.get("peak_rss_mb") or 0.0))
+    out.write_json_atomic({"counts": counters, "workers_peak_rss_mb": workers}, RUN_STATS)
     example = entries[0]["path"] if entries else None
     features = _feature_names(out, example) if example else []
     manifest = {
