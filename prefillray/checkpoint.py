@@ -15,6 +15,7 @@ import torch
 from safetensors.numpy import load as load_tensors
 from safetensors.numpy import save as save_tensors
 
+from prefillray.calibration import apply_platt
 from prefillray.encoders import EncoderSpec
 from prefillray.features import BlockTransform, concat_blocks
 from prefillray.storage import Storage
@@ -50,6 +51,7 @@ class RouterCheckpoint:
     costs: list[float] | None  # mean cost per query of each target on the training split
     policy: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, list[float]] | None = None  # per-target Platt scale/bias (validation-fitted)
 
     def specs(self) -> dict[str, EncoderSpec]:
         return {name: EncoderSpec.from_config(name, e["config"]) for name, e in self.encoders.items()}
@@ -66,7 +68,7 @@ class RouterCheckpoint:
         meta = {
             "format_version": FORMAT_VERSION, "encoders": self.encoders, "blocks": self.blocks,
             "trunk": self.trunk.as_dict(), "seeds": self.seeds, "targets": self.targets, "costs": self.costs,
-            "policy": self.policy, "meta": self.meta,
+            "policy": self.policy, "meta": self.meta, "calibration": self.calibration,
         }
         where.write_json_atomic(meta, META)  # last: its presence marks the checkpoint complete
 
@@ -88,7 +90,8 @@ class RouterCheckpoint:
         }
         weights = {k.removeprefix("weights."): v for k, v in tensors.items() if k.startswith("weights.")}
         return cls(meta["encoders"], meta["blocks"], transforms, TrunkConfig.from_dict(meta["trunk"]), meta["seeds"],
-                   weights, meta["targets"], meta["costs"], meta.get("policy", {}), meta.get("meta", {}))
+                   weights, meta["targets"], meta["costs"], meta.get("policy", {}), meta.get("meta", {}),
+                   meta.get("calibration"))
 
     # -- inference ----------------------------------------------------------------------------
     def models(self) -> list[SharedTrunkNet]:
@@ -103,7 +106,7 @@ class RouterCheckpoint:
 
     def predict(self, blocks: dict[str, np.ndarray], nets: list[SharedTrunkNet] | None = None) -> np.ndarray:
         """P(correct) [n, targets] for rows given as ``{block name: raw features}``: the
-        ensemble's mean probability."""
+        ensemble's mean probability, calibrated when the checkpoint holds a calibration."""
         missing = [b for b in self.blocks if b not in blocks]
         if missing:
             raise CheckpointError(f"this router needs feature blocks {self.blocks}; missing {missing} "
@@ -112,7 +115,12 @@ class RouterCheckpoint:
         if wrong:
             raise CheckpointError(f"feature widths {wrong} do not match the router's "
                                   f"{ {b: len(self.transforms[b].mean) for b in wrong} }: features from another encoder?")
-        x = torch.from_numpy(concat_blocks(self.transforms, blocks, self.blocks))
+        return apply_platt(self.ensemble_probability(concat_blocks(self.transforms, blocks, self.blocks), nets), self.calibration)
+
+    def ensemble_probability(self, x: np.ndarray, nets: list[SharedTrunkNet] | None = None) -> np.ndarray:
+        """The ensemble's mean probability for trunk inputs (transformed, concatenated
+        blocks), before calibration."""
         with torch.inference_mode():
-            probs = [torch.sigmoid(net(x)).numpy() for net in (nets or self.models())]
+            probs = [torch.sigmoid(net(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))).numpy()
+                     for net in (nets or self.models())]
         return np.mean(probs, axis=0)

@@ -60,6 +60,7 @@ class TrainSchema:
     num_workers: int = MISSING
     use_gpu: bool = MISSING
     max_failures: int = MISSING
+    calibrate: bool = MISSING
     resources_per_worker: Optional[Dict[str, float]] = MISSING
     policy: PolicySchema = MISSING
 

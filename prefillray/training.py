@@ -68,6 +68,7 @@ class TrainConfig:
     resources_per_worker: dict[str, float] | None = None  # e.g. {train: 1} to pin a node type
     targets: str = "labels"  # labels (0/1) | expected (soft: expected accuracy where the corpus has it)
     max_failures: int = 2  # worker-group restarts, each resuming from the last checkpoint
+    calibrate: bool = False  # per-target Platt scaling fitted on the validation rows
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> "TrainConfig":

@@ -92,3 +92,21 @@ def test_per_task_table_averages_over_tasks_and_separates_ood():
     assert list(table.columns) == ["router", "a", "b", "ID average", "o", "OOD average"]
     row = table.iloc[0]
     assert row["a"] == pytest.approx(2 / 3) and row["ID average"] == pytest.approx(1 / 3) and row["OOD average"] == 1.0
+
+
+def test_platt_scaling_recovers_a_known_miscalibration_and_keeps_rankings():
+    from prefillray.calibration import apply_platt, fit_platt, logit
+
+    rng = np.random.default_rng(0)
+    true_z = rng.normal(0, 2, size=(4000, 2))
+    y = (rng.random((4000, 2)) < 1 / (1 + np.exp(-true_z))).astype(float)
+    y[:100, 1] = np.nan  # missing labels are left out
+    overconfident = 1 / (1 + np.exp(-(2.0 * true_z + np.array([0.0, -1.0]))))  # scale 2, head 1 biased
+    cal = fit_platt(overconfident, y, l2=0.0)
+    assert cal["scale"] == pytest.approx([0.5, 0.5], abs=0.06)
+    assert cal["bias"][1] == pytest.approx(0.5, abs=0.1)
+    fixed = apply_platt(overconfident, cal)
+    moderate = np.abs(true_z) < 5  # beyond, the overconfident input was clipped at 1e-6
+    np.testing.assert_allclose(logit(fixed)[moderate], true_z[moderate], rtol=0.08, atol=0.15)
+    assert (np.argsort(fixed[:, 0]) == np.argsort(overconfident[:, 0])).all()
+    assert apply_platt(overconfident, None) is overconfident

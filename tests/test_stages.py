@@ -47,7 +47,7 @@ def pipeline(ray_local, tmp_path_factory, tiny_llama_dir):
 def routerdc_pipeline(ray_local, tmp_path_factory, tiny_llama_dir):
     """The RouterDC corpus (no costs, expected accuracies, OOD tasks) on a slice, soft targets."""
     return run_pipeline(tmp_path_factory.mktemp("store-dc"), tiny_llama_dir,
-                        ["data=routerdc7", "data.limit=400", "train.targets=expected"])
+                        ["data=routerdc7", "data.limit=400", "train.targets=expected", "train.calibrate=true"])
 
 
 def test_probe_outputs_and_rerun_is_skipped(pipeline, capsys):
@@ -98,6 +98,8 @@ def test_report_artifacts_and_baselines(pipeline):
 def test_routerdc_report_has_ood_tasks_expected_accuracy_and_no_costs(routerdc_pipeline):
     ckpt = RouterCheckpoint.load(Storage(routerdc_pipeline["train"]["router"]))
     assert ckpt.meta["train"]["targets"] == "expected" and ckpt.costs is None
+    # calibrated on the validation rows: the fitted loss there can only go down
+    assert len(ckpt.calibration["scale"]) == 7 and ckpt.meta["calibration"]["val_bce_after"] <= ckpt.meta["calibration"]["val_bce_before"] + 1e-9
     # OOD queries are never trained on: train + val + test rows leave them out
     assert ckpt.meta["rows"]["ood"] > 0
     out = Storage(routerdc_pipeline["report"]["uri"])

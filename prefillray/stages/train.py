@@ -9,6 +9,7 @@ import numpy as np
 import ray
 from omegaconf import DictConfig
 
+from prefillray.calibration import apply_platt, fit_platt
 from prefillray.checkpoint import META, RouterCheckpoint, spec_config
 from prefillray.features import Block
 from prefillray.runtime import init_ray, plain
@@ -59,6 +60,22 @@ def router_location(cfg: DictConfig, inputs: StageInputs, features: Any = None) 
     return inputs.storage.child("routers", router_key(inputs, blocks, train_cfg)), blocks, train_cfg
 
 
+def calibrate(checkpoint: RouterCheckpoint, val_ds: ray.data.Dataset) -> dict[str, float]:
+    """Fit per-target Platt scaling on the validation rows (never trained on) and set it on
+    ``checkpoint``; returns the validation loss before and after, for the record."""
+    parts = list(val_ds.iter_batches(batch_format="numpy", batch_size=4096))
+    x = np.concatenate([b["x"] for b in parts])
+    y = np.where(np.concatenate([b["mask"] for b in parts]) > 0, np.concatenate([b["y"] for b in parts]), np.nan)
+    p = checkpoint.ensemble_probability(x)
+    checkpoint.calibration = fit_platt(p, y)
+
+    def bce(q: np.ndarray) -> float:
+        q, known = np.clip(q, 1e-6, 1 - 1e-6), ~np.isnan(y)
+        return float(-(y[known] * np.log(q[known]) + (1 - y[known]) * np.log(1 - q[known])).mean())
+
+    return {"val_bce_before": bce(p), "val_bce_after": bce(apply_platt(p, checkpoint.calibration)), "val_rows": int(len(x))}
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     inputs = stage_inputs(cfg)
     out, blocks, train_cfg = router_location(cfg, inputs)
@@ -88,6 +105,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         meta={"corpus": corpus.key, "train": train_cfg.fit_identity(), "num_workers": train_cfg.num_workers,
               "history": fitted.history, "rows": {r: int((role_of == r).sum()) for r in ("train", "val", "test", "ood")}},
     )
+    if train_cfg.calibrate:
+        checkpoint.meta["calibration"] = calibrate(checkpoint, val_ds)
     checkpoint.save(out)
     for h in fitted.history:
         print(f"[train] seed {h['seed']}: best val loss {h['best_val_loss']:.4f} at epoch {h['best_epoch']} ({h['epochs_run']} run)")
