@@ -110,3 +110,16 @@ def test_platt_scaling_recovers_a_known_miscalibration_and_keeps_rankings():
     np.testing.assert_allclose(logit(fixed)[moderate], true_z[moderate], rtol=0.08, atol=0.15)
     assert (np.argsort(fixed[:, 0]) == np.argsort(overconfident[:, 0])).all()
     assert apply_platt(overconfident, None) is overconfident
+
+
+def test_curve_figures_for_a_perfect_router_close_the_whole_gap_cheaply():
+    data, _ = small_eval(costs=True)
+    ref = Reference(data, best_single=1, expensive=1, bootstrap=Resamples.draw(len(data), 100, seed=0))
+    perfect = data.labels.astype(float) * 0.9 + 0.05
+    out = evaluate_router("oracle-like", perfect, np.array([1.0, 3.0, 0.5]), ref, [{"policy": "argmax"}])
+    assert out["max_gap_closed"] == pytest.approx(1.0) and out["max_gap_closed_ci"] == pytest.approx([1.0, 1.0])
+    # it matches the best single model's accuracy at a fraction of its cost
+    assert out["savings_at_best_single_accuracy"] > 0.5
+    assert out["savings_at_best_single_minus_1pp"] >= out["savings_at_best_single_accuracy"]
+    lo, hi = out["savings_at_best_single_accuracy_ci"]
+    assert lo <= out["savings_at_best_single_accuracy"] <= hi
