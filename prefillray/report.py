@@ -143,13 +143,17 @@ def per_task_table(values: dict[str, np.ndarray], tasks: np.ndarray, ood_tasks: 
 def _fmt(v: Any) -> str:
     if v is None or (isinstance(v, float) and np.isnan(v)):
         return "—"
-    return f"{v:.4f}" if isinstance(v, float) else str(v)
+    if isinstance(v, float):
+        return f"{v:.3g}" if 0 < abs(v) < 0.01 else f"{v:.4f}"  # costs per query are small
+    return str(v)
 
 
 def _with_ci(value: Any, ci: Any) -> str:
     if ci is None or any(np.isnan(c) for c in ci):
         return _fmt(value)
-    return f"{_fmt(value)} [{ci[0]:.3f}, {ci[1]:.3f}]"
+    if value is None or np.isnan(value):
+        return "not reached"  # e.g. no point of the curve reaches the best single model's accuracy
+    return f"{_fmt(value)} [{_fmt(float(ci[0]))}, {_fmt(float(ci[1]))}]"
 
 
 def split_markdown(title: str, evaluation: dict[str, Any]) -> list[str]:
