@@ -3,6 +3,7 @@ intervals, and render the report (Markdown; the stage writes JSON and PNG beside
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,7 +107,8 @@ def _curve_resampled(p: np.ndarray, costs_for_policy: np.ndarray, ref: Reference
         eligible = np.where(acc >= floor - 1e-12, saved, -np.inf).max(1)
         return np.where(np.isfinite(eligible), eligible, np.nan)
 
-    with np.errstate(invalid="ignore"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # resamples where no gap exists: NaN, left out of intervals
         return {"max_gap_closed": np.nanmax(gap, axis=1), "savings_at_best_single_accuracy": best_saving(best),
                 "savings_at_best_single_minus_1pp": best_saving(best - 0.01)}
 
