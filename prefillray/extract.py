@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import socket
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -64,9 +66,6 @@ def activations_dir(storage: Storage, spec: EncoderSpec, corpus_key: str) -> Sto
 
 def _peak_rss_mb() -> float:
     """This process's peak resident set size (Linux reports kilobytes, macOS bytes)."""
-    import resource
-    import sys
-
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 1)
 

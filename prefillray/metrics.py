@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 
 from prefillray.bootstrap import Resamples, weighted_auc
-from prefillray.routing import choose
 
 
 @dataclass(frozen=True)
@@ -68,13 +67,6 @@ class EvalSet:
         out = self.outcome(choice)
         return Outcome(self.labels.max(1), out.cost, None if self.expected is None else self.expected.max(1))
 
-    def accuracy(self, choice: np.ndarray) -> float:
-        return float(self.outcome(choice).correct.mean())
-
-    def cost(self, choice: np.ndarray) -> float:
-        cost = self.outcome(choice).cost
-        return float("nan") if cost is None else float(cost.mean())
-
     def single_models(self) -> pd.DataFrame:
         return pd.DataFrame({
             "model": self.models,
@@ -124,15 +116,6 @@ def within_task_auc(p: np.ndarray, labels: np.ndarray, tasks: np.ndarray, resamp
         warnings.simplefilter("ignore", RuntimeWarning)  # a resample in which every AUC is undefined
         out = np.nanmean(np.concatenate(per_task, axis=1), axis=1)
     return out if resamples is not None else float(out[0])
-
-
-def curve(p: np.ndarray, costs_for_policy: np.ndarray | None, data: EvalSet, grid: np.ndarray, policy: str = "tolerance") -> pd.DataFrame:
-    """Accuracy and mean cost at each policy parameter of ``grid``."""
-    rows = []
-    for param in grid:
-        choice = choose(p, costs_for_policy, policy, float(param))
-        rows.append({"param": float(param), "accuracy": data.accuracy(choice), "cost": data.cost(choice)})
-    return pd.DataFrame(rows)
 
 
 def pareto_frontier(singles: pd.DataFrame) -> pd.DataFrame:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from prefillray.bootstrap import Resamples, interval
-from prefillray.metrics import EvalSet, Outcome, area_ratio, auc_per_target, curve, gap_closed, savings, within_task_auc
+from prefillray.metrics import EvalSet, Outcome, area_ratio, auc_per_target, gap_closed, savings, within_task_auc
 from prefillray.routing import choose
 
 TOLERANCE_GRID = np.concatenate([[0.0], np.geomspace(1e-3, 1.0, 48)])
@@ -28,16 +28,21 @@ class Reference:
     expensive: int | None
     bootstrap: Resamples
 
+    def __post_init__(self) -> None:
+        # the fixed points' per-query outcomes, once: every measurement compares against them
+        self.best_outcome = self.data.single(self.best_single)
+        self.oracle_outcome = self.data.oracle()
+        self.expensive_outcome = None if self.expensive is None else self.data.single(self.expensive)
+
     def _figures(self, outcome: Outcome, res: Resamples) -> dict[str, np.ndarray]:
-        d = self.data
         accuracy = res.mean(outcome.correct)
         out = {"accuracy": accuracy,
-               "gap_closed": gap_closed(accuracy, res.mean(d.single(self.best_single).correct), res.mean(d.oracle().correct))}
+               "gap_closed": gap_closed(accuracy, res.mean(self.best_outcome.correct), res.mean(self.oracle_outcome.correct))}
         if outcome.expected is not None:
             out["expected_accuracy"] = res.mean(outcome.expected)
-        if outcome.cost is not None and self.expensive is not None:
+        if outcome.cost is not None and self.expensive_outcome is not None:
             out["cost"] = res.mean(outcome.cost)
-            out["savings"] = savings(out["cost"], res.mean(d.single(self.expensive).cost))
+            out["savings"] = savings(out["cost"], res.mean(self.expensive_outcome.cost))
         return out
 
     def measure(self, name: str, outcome: Outcome) -> dict[str, Any]:
@@ -78,30 +83,34 @@ def evaluate_router(name: str, p: np.ndarray, costs_for_policy: np.ndarray | Non
         "operating_points": points,
     }
     if costs_for_policy is not None and data.costs is not None and ref.expensive is not None:
-        c = curve(p, costs_for_policy, data, TOLERANCE_GRID)
-        best_acc = data.accuracy(np.full(len(p), ref.best_single))
-        ref_cost = data.cost(np.full(len(p), ref.expensive))
-        c["gap_closed"] = [gap_closed(a, best_acc, float(data.oracle().correct.mean())) for a in c["accuracy"]]
-        c["savings"] = [savings(x, ref_cost) for x in c["cost"]]
+        outcomes = [data.outcome(choose(p, costs_for_policy, "tolerance", float(t))) for t in TOLERANCE_GRID]
+        point = _curve_resampled(outcomes, ref, Resamples.identity(len(data)))
+        c = pd.DataFrame({"param": TOLERANCE_GRID, "accuracy": point["accuracy"][0], "cost": point["cost"][0],
+                          "gap_closed": point["gap_closed"][0], "savings": point["savings"][0]})
         out["curve"] = c.to_dict("records")
         out["area_vs_pareto"] = area_ratio(c, data.single_models())
         half = c[c["savings"] >= 0.5]
         out["best_gap_closed_at_50pct_savings"] = float(half["gap_closed"].max()) if len(half) else float("nan")
-        out.update(curve_figures(p, costs_for_policy, ref))
+        # the curve's headline figures: each picks its best point on the evaluated curve, so it
+        # describes what the curve offers, not a τ chosen beforehand
+        spread = _curve_resampled(outcomes, ref, ref.bootstrap)
+        for key in HEADLINES:
+            out[key], out[f"{key}_ci"] = float(point[key][0]), interval(spread[key])
     return out
 
 
-def _curve_resampled(p: np.ndarray, costs_for_policy: np.ndarray, ref: Reference, res: Resamples) -> dict[str, np.ndarray]:
-    """Along the tolerance curve, per resample [B]: the largest share of the gap closed, and
-    the largest cost saving at accuracy ≥ the best single model's (and ≥ it − 1 point)."""
-    data = ref.data
-    outcomes = [data.outcome(choose(p, costs_for_policy, "tolerance", float(t))) for t in TOLERANCE_GRID]
-    acc = np.stack([res.mean(o.correct) for o in outcomes], axis=1)  # [B, G]
+HEADLINES = ("max_gap_closed", "savings_at_best_single_accuracy", "savings_at_best_single_minus_1pp")
+
+
+def _curve_resampled(outcomes: list[Outcome], ref: Reference, res: Resamples) -> dict[str, np.ndarray]:
+    """Along the tolerance curve, per resample: accuracy, cost, gap closed and savings at each
+    point [B, G]; and [B] the largest share of the gap closed, and the largest cost saving at
+    accuracy ≥ the best single model's (and ≥ it − 1 point)."""
+    acc = np.stack([res.mean(o.correct) for o in outcomes], axis=1)
     cost = np.stack([res.mean(o.cost) for o in outcomes], axis=1)
-    best = res.mean(data.single(ref.best_single).correct)[:, None]
-    oracle = res.mean(data.oracle().correct)[:, None]
-    saved = savings(cost, res.mean(data.single(ref.expensive).cost)[:, None])
-    gap = gap_closed(acc, best, oracle)
+    best = res.mean(ref.best_outcome.correct)[:, None]
+    saved = savings(cost, res.mean(ref.expensive_outcome.cost)[:, None])
+    gap = gap_closed(acc, best, res.mean(ref.oracle_outcome.correct)[:, None])
 
     def best_saving(floor: np.ndarray) -> np.ndarray:
         eligible = np.where(acc >= floor - 1e-12, saved, -np.inf).max(1)
@@ -109,19 +118,9 @@ def _curve_resampled(p: np.ndarray, costs_for_policy: np.ndarray, ref: Reference
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # resamples where no gap exists: NaN, left out of intervals
-        return {"max_gap_closed": np.nanmax(gap, axis=1), "savings_at_best_single_accuracy": best_saving(best),
+        return {"accuracy": acc, "cost": cost, "gap_closed": gap, "savings": saved,
+                "max_gap_closed": np.nanmax(gap, axis=1), "savings_at_best_single_accuracy": best_saving(best),
                 "savings_at_best_single_minus_1pp": best_saving(best - 0.01)}
-
-
-def curve_figures(p: np.ndarray, costs_for_policy: np.ndarray, ref: Reference) -> dict[str, Any]:
-    """The curve's headline figures with 95% bootstrap intervals. Each picks its best point
-    on the evaluated curve, so it describes what the curve offers, not a τ chosen beforehand."""
-    point = _curve_resampled(p, costs_for_policy, ref, Resamples.identity(len(ref.data)))
-    spread = _curve_resampled(p, costs_for_policy, ref, ref.bootstrap)
-    out: dict[str, Any] = {}
-    for key in point:
-        out[key], out[f"{key}_ci"] = float(point[key][0]), interval(spread[key])
-    return out
 
 
 def per_task_table(values: dict[str, np.ndarray], tasks: np.ndarray, ood_tasks: set[str]) -> pd.DataFrame:

@@ -7,9 +7,10 @@ from typing import Any
 
 import numpy as np
 import ray
+import torch
 from omegaconf import DictConfig
 
-from prefillray.calibration import apply_platt, fit_platt
+from prefillray.calibration import apply_platt, fit_platt, logit
 from prefillray.checkpoint import META, RouterCheckpoint, spec_config
 from prefillray.features import Block
 from prefillray.runtime import init_ray, plain
@@ -17,7 +18,7 @@ from prefillray.stages import probe as probe_stage
 from prefillray.stages.inputs import MissingStageOutput, StageInputs, stage_inputs
 from prefillray.storage import Storage, content_key
 from prefillray.training import TrainConfig, build_dataset, fit_transforms, fit_trunk, roles, target_table
-from prefillray.trunk import TrunkConfig
+from prefillray.trunk import TrunkConfig, masked_bce
 
 
 def resolve_blocks(inputs: StageInputs, features: Any, probe_cfg: dict[str, Any], top_k: int) -> list[Block]:
@@ -70,8 +71,8 @@ def calibrate(checkpoint: RouterCheckpoint, val_ds: ray.data.Dataset) -> dict[st
     checkpoint.calibration = fit_platt(p, y)
 
     def bce(q: np.ndarray) -> float:
-        q, known = np.clip(q, 1e-6, 1 - 1e-6), ~np.isnan(y)
-        return float(-(y[known] * np.log(q[known]) + (1 - y[known]) * np.log(1 - q[known])).mean())
+        total, count = masked_bce(torch.from_numpy(logit(q)), torch.from_numpy(np.nan_to_num(y)), torch.from_numpy((~np.isnan(y)).astype(q.dtype)))
+        return float(total / count)
 
     return {"val_bce_before": bce(p), "val_bce_after": bce(apply_platt(p, checkpoint.calibration)), "val_rows": int(len(x))}
 
