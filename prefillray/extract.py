@@ -88,6 +88,7 @@ class ShardWorker:
 
     def _commit(self, row: Any) -> dict[str, Any]:
         texts, tasks = list(row.text), list(row.task)
+        started_at = time.time()
         features, stats = self.encoder.encode(texts, groups=tasks)
         data = shard_bytes(
             {"query_id": list(row.query_id), "task": tasks, "split": list(row.split)},
@@ -105,6 +106,9 @@ class ShardWorker:
             "counters": {k: getattr(stats, k) for k in COUNTERS},
             # which actor process committed it, and its peak resident memory so far (MB)
             "worker": {"host": socket.gethostname(), "pid": os.getpid(), "peak_rss_mb": _peak_rss_mb()},
+            # when the actor started this shard and how long its prefill took: throughput without
+            # actor start, model load and scheduling (wall clock, so comparable across actors)
+            "timing": {"started_at": started_at, "encode_seconds": stats.seconds},
         }
         self.out.write_json_atomic(marker, marker_name(row.shard))
         return {"shard": row.shard, "seconds": stats.seconds, "pid": os.getpid(), **marker["counters"]}
@@ -222,7 +226,11 @@ def _write_manifest(out: Storage, corpus: Corpus, spec: EncoderSpec, entries: li
         w = e.get("worker") or {}
         name = f"{w.get('host')}:{w.get('pid')}"
         workers[name] = max(workers.get(name, 0.0), float(w.get("peak_rss_mb") or 0.0))
-    out.write_json_atomic({"counts": counters, "workers_peak_rss_mb": workers}, RUN_STATS)
+    encode_seconds = sum(float((e.get("timing") or {}).get("encode_seconds", 0.0)) for e in entries)
+    out.write_json_atomic({"counts": counters, "workers_peak_rss_mb": workers, "encode_seconds": round(encode_seconds, 3),
+                           # per actor, while encoding: excludes actor start, model load and scheduling
+                           "prompt_tokens_per_encode_second": round(counters["prompt_tokens"] / encode_seconds, 1) if encode_seconds else None},
+                          RUN_STATS)
     example = entries[0]["path"] if entries else None
     features = _feature_names(out, example) if example else []
     manifest = {

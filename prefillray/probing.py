@@ -3,7 +3,11 @@
 Each task streams its one column through the shards (training split only) twice: first to
 accumulate the sufficient statistics (J, cross-fitted J, d_eff), then to project each fold's
 rows onto the Fisher direction fitted on the other fold, for a held-out probe AUC. Memory
-per task is one shard's column plus d×d statistics, whatever the corpus size.
+for the statistics is one shard's column plus d×d, whatever the corpus size.
+
+The downstream check of J needs a score J did not produce: an L2 logistic regression per
+target, fitted on one fold's standardised rows and scored (AUC) on the other's. It holds the
+block's training rows in memory (n × d floats, e.g. 20k × 576 × 4 B = 46 MB).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import ray
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from prefillray.corpus import Corpus
@@ -51,7 +56,24 @@ def _train_rows(where: Storage, entry: dict[str, Any], feature: str, labels: pd.
     return ids, feature_matrix(table, feature)[keep], labels.loc[ids].to_numpy(dtype=np.float64)
 
 
-def probe_feature(ref: ExtractionRef, feature: str, labels: pd.DataFrame, shrinkage: float | str) -> list[dict[str, Any]]:
+def logreg_heldout_auc(z: list[np.ndarray], y: list[np.ndarray], c: float) -> float:
+    """Mean over folds of the AUC on that fold of a logistic regression (inverse L2 strength
+    ``c``) fitted on the other fold's rows; NaN when a fold lacks a class. ``z``/``y``: one
+    standardised feature matrix and label vector (NaN = unlabelled) per fold."""
+    aucs = []
+    for fit in range(NUM_FOLDS):
+        score = 1 - fit
+        fit_rows, score_rows = ~np.isnan(y[fit]), ~np.isnan(y[score])
+        y_fit, y_score = y[fit][fit_rows], y[score][score_rows]
+        if len(np.unique(y_fit)) < 2 or len(np.unique(y_score)) < 2:
+            return float("nan")
+        model = LogisticRegression(C=c, max_iter=500).fit(z[fit][fit_rows], y_fit)
+        aucs.append(roc_auc_score(y_score, model.decision_function(z[score][score_rows])))
+    return float(np.mean(aucs))
+
+
+def probe_feature(ref: ExtractionRef, feature: str, labels: pd.DataFrame, shrinkage: float | str,
+                  logreg_c: float) -> list[dict[str, Any]]:
     """Probe rows (one per target) for one feature block."""
     targets = list(labels.columns)
     stats: ProbeStats | None = None
@@ -66,6 +88,7 @@ def probe_feature(ref: ExtractionRef, feature: str, labels: pd.DataFrame, shrink
         for fit in range(NUM_FOLDS)
     ])  # [fit fold, d, targets]
     scores: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(NUM_FOLDS)]
+    rows_z: list[list[np.ndarray]] = [[] for _ in range(NUM_FOLDS)]
     for entry in ref.manifest["shards"]:
         ids, x, y = _train_rows(ref.where, entry, feature, labels)
         folds = fold_of(ids)
@@ -73,6 +96,9 @@ def probe_feature(ref: ExtractionRef, feature: str, labels: pd.DataFrame, shrink
         for fold in range(NUM_FOLDS):
             rows = folds == fold
             scores[fold].append((z[rows] @ directions[1 - fold], y[rows]))
+            rows_z[fold].append(z[rows].astype(np.float32))
+    z_folds = [np.concatenate(parts) for parts in rows_z]
+    y_folds = [np.concatenate([b for _, b in scores[fold]]) for fold in range(NUM_FOLDS)]
     layer, pooling = parse_feature(feature)
     d_eff = stats.d_eff()
     out = []
@@ -88,19 +114,20 @@ def probe_feature(ref: ExtractionRef, feature: str, labels: pd.DataFrame, shrink
             "encoder": ref.encoder, "feature": feature, "layer": layer, "pooling": pooling, "target": target,
             "j": stats.fisher_j(t, shrinkage), "j_cross": stats.cross_fitted_j(t, shrinkage),
             "auc_heldout": float(np.mean(aucs)) if aucs else float("nan"),
+            "auc_logreg": logreg_heldout_auc(z_folds, [yf[:, t] for yf in y_folds], logreg_c),
             "d_eff": d_eff, "n_train": int(stats.class_n[:, t].sum()),
         })
     return out
 
 
-def run_probes(refs: list[ExtractionRef], corpus: Corpus, shrinkage: float | str, num_cpus: float = 1) -> pd.DataFrame:
+def run_probes(refs: list[ExtractionRef], corpus: Corpus, shrinkage: float | str, logreg_c: float, num_cpus: float = 1) -> pd.DataFrame:
     """Probe every feature of every extraction in parallel Ray tasks; one row per
     (encoder, feature, target)."""
     train = corpus.split_indices("train")
     labels = pd.DataFrame(corpus.labels[train], index=corpus.queries["query_id"].iloc[train], columns=corpus.models)
     labels_ref = ray.put(labels)
     task = ray.remote(num_cpus=num_cpus)(probe_feature)
-    pending = {task.remote(ref, feature, labels_ref, shrinkage): (ref.encoder, feature)
+    pending = {task.remote(ref, feature, labels_ref, shrinkage, logreg_c): (ref.encoder, feature)
                for ref in refs for feature in ref.manifest["features"]}
     rows: list[dict[str, Any]] = []
     total = len(pending)
@@ -121,13 +148,22 @@ def rank_layers(table: pd.DataFrame, score: str) -> dict[str, dict[str, list[str
     return ranking
 
 
+RANK_CHECKS = {  # column: (probe score, held-out AUC it should rank layers like)
+    "spearman_j": ("j", "auc_heldout"),
+    "spearman_j_cross": ("j_cross", "auc_heldout"),
+    # the downstream check: a held-out AUC that J's own direction did not produce
+    "spearman_j_vs_logreg": ("j", "auc_logreg"),
+    "spearman_j_cross_vs_logreg": ("j_cross", "auc_logreg"),
+}
+
+
 def rank_correlations(table: pd.DataFrame) -> pd.DataFrame:
-    """Spearman correlation across layers between each J and the held-out AUC, per encoder,
-    pooling and target, then averaged over targets: does J rank layers the way a probe does?"""
+    """Spearman correlation across layers between each probe score and a held-out AUC, per
+    encoder, pooling and target, then averaged over targets: does J rank layers the way a
+    held-out probe does?"""
     rows = []
     for (encoder, pooling, target), g in table.groupby(["encoder", "pooling", "target"]):
         rows.append({"encoder": encoder, "pooling": pooling, "target": target,
-                     "spearman_j": g["j"].corr(g["auc_heldout"], method="spearman"),
-                     "spearman_j_cross": g["j_cross"].corr(g["auc_heldout"], method="spearman")})
+                     **{name: g[score].corr(g[auc], method="spearman") for name, (score, auc) in RANK_CHECKS.items()}})
     per_target = pd.DataFrame(rows)
-    return per_target.groupby(["encoder", "pooling"])[["spearman_j", "spearman_j_cross"]].mean().reset_index()
+    return per_target.groupby(["encoder", "pooling"])[list(RANK_CHECKS)].mean().reset_index()

@@ -69,6 +69,7 @@ class TrainSchema:
 class ProbeSchema:
     shrinkage: Any = MISSING  # oas | a ratio
     rank_by: str = MISSING
+    logreg_c: float = MISSING
     num_cpus_per_task: float = MISSING
 
 
@@ -97,6 +98,7 @@ class BootstrapSchema:
 class ReportSchema:
     semantic_encoder: Dict[str, Any] = MISSING
     knn_k: int = MISSING
+    compare: List[List[str]] = MISSING
     operating_points: List[Dict[str, Any]] = MISSING
     bootstrap: BootstrapSchema = MISSING
 

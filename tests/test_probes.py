@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from prefillray.probes import ProbeStats, fold_of
+from prefillray.probing import logreg_heldout_auc
 
 
 def gaussian_classes(n: int, d: int, seed: int = 0):
@@ -75,3 +76,16 @@ def test_shrinkage_tames_j_in_high_dimension_noise():
     # pure noise: in-sample J is inflated by dimension, the cross-fitted one is not
     assert stats.fisher_j(0, 0.01) > 1.0
     assert stats.fisher_j(0, "oas") > 10 * stats.cross_fitted_j(0, "oas")
+
+
+def test_logreg_heldout_auc_separates_signal_from_noise_and_skips_unlabelled_rows():
+    x, y, _, _ = gaussian_classes(2_000, 6, seed=3)
+    z = (x - x.mean(0)) / x.std(0)
+    labels = y.astype(float)
+    labels[::7] = np.nan  # unlabelled rows are left out, never read as a class
+    halves = [slice(0, 1_000), slice(1_000, 2_000)]
+    signal = logreg_heldout_auc([z[h] for h in halves], [labels[h] for h in halves], c=1.0)
+    noise = logreg_heldout_auc([np.random.default_rng(0).normal(size=(1_000, 6)) for _ in halves], [labels[h] for h in halves], c=1.0)
+    assert signal > 0.7 and abs(noise - 0.5) < 0.06
+    one_class = [np.ones(1_000), labels[halves[1]]]
+    assert np.isnan(logreg_heldout_auc([z[h] for h in halves], one_class, c=1.0))

@@ -19,6 +19,7 @@ from prefillray.checkpoint import CheckpointError, RouterCheckpoint
 from prefillray.router import Router
 from prefillray.shards import load_features
 from prefillray.stages import extract, probe, report, train
+from prefillray.stages.pipeline import compare_config
 from prefillray.storage import Storage
 
 
@@ -33,6 +34,8 @@ def run_pipeline(store, tiny_dir, overrides) -> dict:
     extract.run(sem_cfg)
     probed = probe.run(cfg)
     trained = train.run(cfg)
+    for blocks in cfg.report.compare:
+        train.run(compare_config(cfg, list(blocks)))
     train.run(sem_cfg)
     reported = report.run(cfg)
     return {"cfg": cfg, "store": store, "probe": probed, "train": trained, "report": reported}
@@ -40,7 +43,7 @@ def run_pipeline(store, tiny_dir, overrides) -> dict:
 
 @pytest.fixture(scope="module")
 def pipeline(ray_local, tmp_path_factory, tiny_llama_dir):
-    return run_pipeline(tmp_path_factory.mktemp("store"), tiny_llama_dir, ["data.limit=120"])
+    return run_pipeline(tmp_path_factory.mktemp("store"), tiny_llama_dir, ["data.limit=120", "report.compare=[[tiny:L1.mean]]"])
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +60,8 @@ def test_probe_outputs_and_rerun_is_skipped(pipeline, capsys):
     ranking = pipeline["probe"]["ranking"]["tiny"]
     assert set(ranking) == {"last", "mean"} and sorted(ranking["mean"]) == ["L0.mean", "L1.mean", "L2.mean"]
     table = json.loads(out.read_bytes("probe.json"))
-    assert {"j", "j_cross", "auc_heldout", "d_eff"} <= set(table["rows"][0])
+    assert {"j", "j_cross", "auc_heldout", "auc_logreg", "d_eff"} <= set(table["rows"][0])
+    assert {"spearman_j_cross", "spearman_j_cross_vs_logreg"} <= set(table["rank_correlations"][0])
     assert probe.run(pipeline["cfg"]) == pipeline["probe"]
     assert "already exist" in capsys.readouterr().out
 
@@ -81,7 +85,8 @@ def test_report_artifacts_and_baselines(pipeline):
     doc = json.loads(out.read_bytes("report.json"))
     names = [r["router"] for r in doc["summary"]]
     assert names[0] == "oracle" and names[1].startswith("best single:") and any(n.startswith("random") for n in names)
-    assert [r["name"].split(" ")[0] for r in doc["routers"]] == ["prefill", "semantic", "kNN"]
+    assert [r["name"].split(" (")[0] for r in doc["routers"]] == ["prefill router", "prefill", "semantic router", "kNN on tinysem:L1.mean", "random scores"]
+    assert doc["routers"][1]["name"] == "prefill (tiny:L1.mean)"
     for r in doc["routers"]:
         assert 0.0 <= r["mean_auc"] <= 1.0 and len(r["curve"]) > 10
     oracle = doc["summary"][0]
@@ -91,7 +96,7 @@ def test_report_artifacts_and_baselines(pipeline):
         lo, hi = r["accuracy_ci"]
         assert lo <= r["accuracy"] <= hi, r["router"]
     per_task = {r["router"]: r for r in doc["per_task"]["accuracy"]}
-    assert {"oracle", "task prior", "prefill router (argmax)"} <= set(per_task) and doc["ood"] is None
+    assert {"oracle", "task prior", "prefill router (argmax)", "prefill (tiny:L1.mean) (argmax)"} <= set(per_task) and doc["ood"] is None
     assert "Per task: accuracy" in out.read_bytes("report.md").decode()
 
 

@@ -1,4 +1,4 @@
-"""extract → probe → (tune) → train → report as one job; every stage skips work whose
+"""extract → probe → (tune) → train (+ the routers of ``report.compare``) → report as one job; every stage skips work whose
 outputs, keyed by what they depend on, already exist in storage."""
 
 from __future__ import annotations
@@ -19,6 +19,14 @@ def semantic_config(cfg: DictConfig) -> DictConfig:
     return sem
 
 
+def compare_config(cfg: DictConfig, blocks: list[str]) -> DictConfig:
+    """The same config training on one of ``report.compare``'s block lists."""
+    other = cfg.copy()
+    with open_dict(other):
+        other.train.features = blocks
+    return other
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     outputs: dict[str, Any] = {"extract": extract.run(cfg)}
     semantic = semantic_config(cfg)
@@ -30,6 +38,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         outputs["tune"] = tune.run(cfg)
         cfg = tune.best_config(cfg, outputs["tune"])
     outputs["train"] = train.run(cfg)
+    for i, blocks in enumerate(cfg.report.compare or []):
+        outputs[f"train_compare_{i}"] = train.run(compare_config(cfg, list(blocks)))
     outputs["train_semantic"] = train.run(semantic)
     outputs["report"] = report.run(cfg)
     print("[pipeline] outputs:")

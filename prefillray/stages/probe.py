@@ -19,7 +19,7 @@ DONE = "layers.json"
 
 def probe_key(corpus_key: str, encoder_keys: list[str], probe_cfg: dict[str, Any]) -> str:
     return content_key({"corpus": corpus_key, "encoders": sorted(encoder_keys),
-                        "shrinkage": probe_cfg["shrinkage"], "rank_by": probe_cfg["rank_by"]})
+                        "shrinkage": probe_cfg["shrinkage"], "rank_by": probe_cfg["rank_by"], "logreg_c": probe_cfg["logreg_c"]})
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -33,7 +33,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     init_ray(cfg.cluster)
     refs = [inputs.extraction(spec) for spec in inputs.specs]
     shrinkage = probe_cfg["shrinkage"] if probe_cfg["shrinkage"] == "oas" else float(probe_cfg["shrinkage"])
-    table = run_probes(refs, inputs.corpus, shrinkage, float(probe_cfg["num_cpus_per_task"]))
+    table = run_probes(refs, inputs.corpus, shrinkage, float(probe_cfg["logreg_c"]), float(probe_cfg["num_cpus_per_task"]))
     correlations = rank_correlations(table)
     ranking = rank_layers(table, probe_cfg["rank_by"])
     buf = io.BytesIO()
@@ -50,9 +50,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _print_summary(table, correlations, ranking, out: Storage) -> None:
-    summary = table.groupby(["encoder", "pooling", "layer"])[["j", "j_cross", "auc_heldout", "d_eff"]].mean()
+    summary = table.groupby(["encoder", "pooling", "layer"])[["j", "j_cross", "auc_heldout", "auc_logreg", "d_eff"]].mean()
     print(summary.round(3).to_string(), flush=True)
-    print("rank correlation (Spearman, across layers) of J with held-out probe AUC, mean over targets:")
+    print("rank correlation (Spearman, across layers) of J with held-out AUCs (of J's own direction; of a "
+          "logistic regression), mean over targets:")
     print(correlations.round(3).to_string(index=False))
     for encoder, by_pooling in ranking.items():
         for pooling, features in by_pooling.items():

@@ -1,4 +1,5 @@
-"""The report stage: the prefill router, the semantic baselines (MiniLM trunk router, kNN), the
+"""The report stage: the prefill router, prefill routers over other block lists
+(``report.compare``), the semantic baselines (MiniLM trunk router, kNN), random scores, the
 task-prior router and the fixed references on the test split, and on the out-of-distribution
 tasks when the corpus holds some out → ``reports/<key>/report.{md,json}`` (+ curves.png with
 costs), with 95% bootstrap intervals and a per-task table."""
@@ -81,12 +82,20 @@ def _evaluate_split(split: str, ctx: dict[str, Any]) -> SplitEvaluation:
     ref = Reference(data, ctx["best_single"], ctx["expensive"], Resamples.draw(len(rows), int(boot["samples"]), int(boot["seed"])))
 
     (sem_block,) = sem.blocks
-    p = {"prefill router": main.predict({k: v[complete] for k, v in main_blocks.items()}),
-         "semantic router": sem.predict({k: v[complete] for k, v in sem_blocks.items()}),
-         "kNN": knn_probabilities(*ctx["knn_train"], sem_blocks[sem_block][complete], int(report_cfg["knn_k"]))}
-    names = {"prefill router": f"prefill router ({', '.join(main.blocks)})", "semantic router": f"semantic router ({sem_block})",
-             "kNN": f"kNN on {sem_block} (k={report_cfg['knn_k']})"}
-    routers = [evaluate_router(names[k], p[k], ctx["policy_costs"], ref, report_cfg["operating_points"]) for k in p]
+    # short name (per-task table) → (full name, P(correct)), the main router first
+    p = {"prefill router": (f"prefill router ({', '.join(main.blocks)})", main.predict({k: v[complete] for k, v in main_blocks.items()}))}
+    for checkpoint in ctx["compare"]:
+        compare_ids, compare_blocks = _block_features(inputs, checkpoint, split)
+        if not np.array_equal(ids, compare_ids):
+            raise ValueError(f"the extractions behind {checkpoint.blocks} hold other {split} queries than the prefill router's")
+        name = f"prefill ({', '.join(checkpoint.blocks)})"
+        p[name] = (name, checkpoint.predict({k: v[complete] for k, v in compare_blocks.items()}))
+    p["semantic router"] = (f"semantic router ({sem_block})", sem.predict({k: v[complete] for k, v in sem_blocks.items()}))
+    p["kNN"] = (f"kNN on {sem_block} (k={report_cfg['knn_k']})",
+                knn_probabilities(*ctx["knn_train"], sem_blocks[sem_block][complete], int(report_cfg["knn_k"])))
+    # the floor every learned router must clear: scores that know nothing about the query
+    p["random scores"] = ("random scores", np.random.default_rng(int(boot["seed"])).random((len(rows), len(corpus.models))))
+    routers = [evaluate_router(name, scores, ctx["policy_costs"], ref, report_cfg["operating_points"]) for name, scores in p.values()]
 
     models, n = corpus.models, len(rows)
     prior = task_prior(ctx["train_labels"], ctx["train_tasks"], data.tasks)
@@ -102,7 +111,7 @@ def _evaluate_split(split: str, ctx: dict[str, Any]) -> SplitEvaluation:
                 "summary": summary, "routers": routers, "single_models": data.single_models().to_dict("records")}
 
     choices = {**{m: single_model_choice(n, j) for j, m in enumerate(models)}, "task prior": prior,
-               **{f"{k} (argmax)": v.argmax(1) for k, v in p.items()}}
+               **{f"{k} (argmax)": scores.argmax(1) for k, (_, scores) in p.items() if k != "random scores"}}
     oracle = data.oracle()
     correct = {**{k: data.outcome(c).correct for k, c in choices.items()}, "oracle": oracle.correct}
     expected = None if data.expected is None else {**{k: data.outcome(c).expected for k, c in choices.items()}, "oracle": oracle.expected}
@@ -116,7 +125,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     main_uri, main = _checkpoint(cfg, inputs, None, "python jobs/train.py")
     sem_name = semantic.specs[0].name
     sem_uri, sem = _checkpoint(cfg, semantic, "all", f"python jobs/extract.py encoder={sem_name} && python jobs/train.py encoder={sem_name} train.features=all")
-    key = content_key({"routers": [main_uri, sem_uri], "report": report_cfg})
+    compared = [_checkpoint(cfg, inputs, list(blocks), f"python jobs/train.py 'train.features={list(blocks)}'")
+                for blocks in report_cfg.get("compare") or []]
+    key = content_key({"routers": [main_uri, sem_uri, *(uri for uri, _ in compared)], "report": report_cfg})
     out = inputs.storage.child("reports", key)
 
     corpus = inputs.corpus
@@ -128,7 +139,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
            "best_single": best_single(train_labels), "expensive": None if train_costs is None else most_expensive(train_costs),
            "cheapest": None if train_costs is None else cheapest(train_costs),
            "policy_costs": None if train_costs is None else np.nanmean(train_costs, axis=0),
-           "train_labels": train_labels, "train_tasks": corpus.queries["task"].to_numpy()[train_rows],
+           "compare": [checkpoint for _, checkpoint in compared], "train_labels": train_labels, "train_tasks": corpus.queries["task"].to_numpy()[train_rows],
            "knn_train": (sem_train[sem.blocks[0]], corpus.labels[index.loc[sem_train_ids].to_numpy()])}
     splits = [s for s in ("test", "ood") if len(corpus.split_indices(s))]
     evaluated = {s: _evaluate_split(s, ctx) for s in splits}
