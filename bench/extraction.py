@@ -203,12 +203,12 @@ def pool_study(args, texts, groups) -> list[str]:
     """Ray Data on this machine: actors × threads per actor × token budget per forward pass."""
     cores = os.cpu_count()
     grid = [(actors, budget) for actors in sorted({1, cores}) for budget in (1024, 4096, 16384)]
-    lines = [f"\n### Ray Data actor pool and batch size ({len(texts)} queries, shards of 8, fp32, median of {args.runs} runs)\n",
+    lines = [f"\n### Ray Data actor pool and batch size ({len(texts)} queries, shards of 8, fp32, median of {args.pool_runs} runs)\n",
              "| actors × torch threads | batch_tokens | end-to-end s | steady s | steady prompt tokens/s | actor peak RSS MB |",
              "|---|---|---|---|---|---|"]
     for actors, budget in grid:
         runs = [measure("ray_data", spec_for(args, batch_tokens=budget), texts, groups, actors=actors, shard_size=8)
-                for _ in range(args.runs)]
+                for _ in range(args.pool_runs)]
         steady = statistics.median(r["steady_seconds"] for r in runs)
         lines.append(f"| {actors} × {max(1, cores // actors)} | {budget} | {statistics.median(r['seconds'] for r in runs):.1f} | "
                      f"{steady:.1f} | {runs[0]['prompt_tokens'] / steady:.0f} | "
@@ -223,6 +223,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=48)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--pool-study", action="store_true", help="also sweep Ray Data actors × batch_tokens")
+    parser.add_argument("--pool-runs", type=int, default=1, help="runs per pool-study configuration")
     args = parser.parse_args()
     if args.quick:
         args.model, args.gguf = _tiny_model(), None
@@ -286,7 +287,7 @@ def main() -> None:
     if args.pool_study:
         lines += pool_study(args, texts, groups)
     lines.append(f"\nCommand: `python bench/extraction.py --runs {args.runs}" + (" --quick" if args.quick else "")
-                 + (" --pool-study" if args.pool_study else "") + (f" --queries {args.queries}" if args.queries != 48 else "") + "`.\n")
+                 + (f" --pool-study --pool-runs {args.pool_runs}" if args.pool_study else "") + (f" --queries {args.queries}" if args.queries != 48 else "") + "`.\n")
     text = "\n".join(lines) + "\n"
     print(text)
     with open(Path(__file__).resolve().parent / "RESULTS.md", "a") as fh:

@@ -14,8 +14,8 @@ import pytest
 from conftest import ROOT, tiny_spec
 from prefillray.corpus import load_corpus
 from prefillray.encoders import PrefillEncoder
-from prefillray.extract import ActorConfig, activations_dir, extract_encoder
-from prefillray.shards import ShardError, load_features, read_manifest
+from prefillray.extract import RUN_STATS, ActorConfig, activations_dir, extract_encoder
+from prefillray.shards import ShardError, load_features, marker_name, read_manifest
 from prefillray.storage import Storage
 
 ACTORS = ActorConfig(min_actors=1, max_actors=1, num_cpus=1, torch_threads=1)
@@ -51,6 +51,13 @@ def test_extract_to_local_dir_and_resume_one_shard(ray_local, tmp_path, tiny_lla
     assert len(first.computed) == 4 and not first.reused
     check_extraction(first.out, small_corpus, spec)
     manifest = read_manifest(first.out)
+    # each marker times its shard's prefill; run_stats sums them into a throughput without
+    # actor start or model load, and the manifest stays free of run-dependent figures
+    timings = [first.out.read_json(marker_name(s))["timing"] for s in first.computed]
+    assert all(t["encode_seconds"] > 0 and t["started_at"] > 1.7e9 for t in timings)
+    stats = first.out.read_json(RUN_STATS)
+    assert stats["encode_seconds"] == pytest.approx(sum(t["encode_seconds"] for t in timings), abs=1e-2)
+    assert stats["prompt_tokens_per_encode_second"] > 0 and "encode_seconds" not in json.dumps(manifest)
 
     again = extract_encoder(small_corpus, spec, storage, shard_size=8, actors=ACTORS)
     assert again.computed == () and len(again.reused) == 4

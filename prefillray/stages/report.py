@@ -35,7 +35,7 @@ def _checkpoint(cfg: DictConfig, inputs: StageInputs, features: Any, how: str) -
     return where.uri(), RouterCheckpoint.load(where)
 
 
-def _block_features(inputs: StageInputs, checkpoint: RouterCheckpoint, split: str | None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def block_features(inputs: StageInputs, checkpoint: RouterCheckpoint, split: str | None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Raw features of the checkpoint's blocks for ``split`` rows, aligned on query id."""
     ids, blocks = None, {}
     for spec in inputs.specs:
@@ -66,8 +66,8 @@ class SplitEvaluation:
 def _evaluate_split(split: str, ctx: dict[str, Any]) -> SplitEvaluation:
     """Every router and reference on the fully labelled rows of ``split``."""
     inputs, semantic, main, sem, corpus = ctx["inputs"], ctx["semantic"], ctx["main"], ctx["sem"], ctx["inputs"].corpus
-    ids, main_blocks = _block_features(inputs, main, split)
-    sem_ids, sem_blocks = _block_features(semantic, sem, split)
+    ids, main_blocks = block_features(inputs, main, split)
+    sem_ids, sem_blocks = block_features(semantic, sem, split)
     if not np.array_equal(ids, sem_ids):
         raise ValueError(f"the prefill and semantic extractions hold different {split} queries; re-extract both for this corpus")
     rows = ctx["index"].loc[ids].to_numpy()
@@ -85,7 +85,7 @@ def _evaluate_split(split: str, ctx: dict[str, Any]) -> SplitEvaluation:
     # short name (per-task table) → (full name, P(correct)), the main router first
     p = {"prefill router": (f"prefill router ({', '.join(main.blocks)})", main.predict({k: v[complete] for k, v in main_blocks.items()}))}
     for checkpoint in ctx["compare"]:
-        compare_ids, compare_blocks = _block_features(inputs, checkpoint, split)
+        compare_ids, compare_blocks = block_features(inputs, checkpoint, split)
         if not np.array_equal(ids, compare_ids):
             raise ValueError(f"the extractions behind {checkpoint.blocks} hold other {split} queries than the prefill router's")
         name = f"prefill ({', '.join(checkpoint.blocks)})"
@@ -134,7 +134,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     index = pd.Series(np.arange(len(corpus)), index=corpus.queries["query_id"])
     train_rows = corpus.split_indices("train")
     train_labels, train_costs = corpus.labels[train_rows], None if corpus.costs is None else corpus.costs[train_rows]
-    sem_train_ids, sem_train = _block_features(semantic, sem, "train")
+    sem_train_ids, sem_train = block_features(semantic, sem, "train")
     ctx = {"inputs": inputs, "semantic": semantic, "main": main, "sem": sem, "index": index, "report_cfg": report_cfg,
            "best_single": best_single(train_labels), "expensive": None if train_costs is None else most_expensive(train_costs),
            "cheapest": None if train_costs is None else cheapest(train_costs),
