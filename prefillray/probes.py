@@ -132,8 +132,18 @@ class ProbeStats:
         corr = cov[np.ix_(varying, varying)] / np.outer(std[varying], std[varying])
         return float(np.trace(corr) ** 2 / np.sum(corr**2))
 
-    def _class_moments(self, folds: tuple[int, ...], target: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Standardised class means [2, d], counts [2], and pooled within-class covariance [d, d]."""
+    def principal_basis(self, k: int) -> np.ndarray:
+        """The top-``k`` principal directions [d, k] of the standardised features (all rows,
+        labels unused): J in this subspace is "PCA before J"."""
+        total = self._total(tuple(range(NUM_FOLDS)))
+        mean, std = self.standardiser()
+        corr = (total.ss / max(total.n, 1.0) - np.outer(mean, mean)) / np.outer(std, std)
+        _, vectors = np.linalg.eigh(corr)
+        return vectors[:, ::-1][:, : min(k, self.dim)]
+
+    def _class_moments(self, folds: tuple[int, ...], target: int, basis: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Standardised class means [2, d], counts [2], and pooled within-class covariance [d, d]
+        (projected onto ``basis`` [d, k] when given)."""
         mean, std = self.standardiser()
         n = self.class_n[list(folds), target].sum(0)  # [2]
         s = self.class_s[list(folds), target].sum(0)  # [2, d]
@@ -143,15 +153,19 @@ class ProbeStats:
         cov = within / max(n.sum() - 2.0, 1.0)
         mu_std = (mu - mean) / std
         cov_std = cov / np.outer(std, std)
+        if basis is not None:
+            return mu_std @ basis, n, basis.T @ cov_std @ basis
         return mu_std, n, cov_std
 
-    def fisher_direction(self, folds: tuple[int, ...], target: int, shrinkage: float | str) -> tuple[np.ndarray, float]:
-        """Fisher direction w = Σ_shrunk⁻¹ Δμ (standardised space) and J = Δμᵀ w."""
-        mu, n, cov = self._class_moments(folds, target)
+    def fisher_direction(self, folds: tuple[int, ...], target: int, shrinkage: float | str,
+                         basis: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+        """Fisher direction w = Σ_shrunk⁻¹ Δμ (standardised space, or ``basis``'s subspace) and J = Δμᵀ w."""
+        mu, n, cov = self._class_moments(folds, target, basis)
+        dim = cov.shape[0]
         if min(n) < 2:
-            return np.zeros(self.dim), float("nan")
+            return np.zeros(dim), float("nan")
         alpha = oas_shrinkage(cov, float(n.sum())) if shrinkage == "oas" else float(shrinkage)
-        shrunk = (1.0 - alpha) * cov + alpha * (np.trace(cov) / self.dim) * np.eye(self.dim)
+        shrunk = (1.0 - alpha) * cov + alpha * (np.trace(cov) / dim) * np.eye(dim)
         delta = mu[1] - mu[0]
         try:
             w = np.linalg.solve(shrunk, delta)
@@ -163,14 +177,14 @@ class ProbeStats:
         """J fitted and scored on all rows (grows with dimension and noise: see cross-fitted)."""
         return self.fisher_direction(tuple(range(NUM_FOLDS)), target, shrinkage)[1]
 
-    def cross_fitted_j(self, target: int, shrinkage: float | str) -> float:
+    def cross_fitted_j(self, target: int, shrinkage: float | str, basis: np.ndarray | None = None) -> float:
         """Mean over folds of the 1-D Fisher ratio (Δm)²/s²_w of the projection onto the
-        direction fitted on the other fold."""
+        direction fitted on the other fold (in ``basis``'s subspace when given)."""
         scores = []
         for fit in range(NUM_FOLDS):
             score_folds = tuple(f for f in range(NUM_FOLDS) if f != fit)
-            w, _ = self.fisher_direction((fit,), target, shrinkage)
-            mu, n, cov = self._class_moments(score_folds, target)
+            w, _ = self.fisher_direction((fit,), target, shrinkage, basis)
+            mu, n, cov = self._class_moments(score_folds, target, basis)
             if min(n) < 2:
                 return float("nan")
             spread = float(w @ cov @ w)

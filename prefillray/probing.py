@@ -72,16 +72,22 @@ def logreg_heldout_auc(z: list[np.ndarray], y: list[np.ndarray], c: float) -> fl
     return float(np.mean(aucs))
 
 
-def probe_feature(ref: ExtractionRef, feature: str, labels: pd.DataFrame, shrinkage: float | str,
-                  logreg_c: float) -> list[dict[str, Any]]:
-    """Probe rows (one per target) for one feature block."""
-    targets = list(labels.columns)
+def block_stats(ref: ExtractionRef, feature: str, labels: pd.DataFrame) -> ProbeStats:
+    """One block's sufficient statistics over the training rows, streamed shard by shard."""
     stats: ProbeStats | None = None
     for entry in ref.manifest["shards"]:
         ids, x, y = _train_rows(ref.where, entry, feature, labels)
         if stats is None:
-            stats = ProbeStats(x.shape[1], len(targets))
+            stats = ProbeStats(x.shape[1], labels.shape[1])
         stats.update(x, y, fold_of(ids))
+    return stats
+
+
+def probe_feature(ref: ExtractionRef, feature: str, labels: pd.DataFrame, shrinkage: float | str,
+                  logreg_c: float) -> list[dict[str, Any]]:
+    """Probe rows (one per target) for one feature block."""
+    targets = list(labels.columns)
+    stats = block_stats(ref, feature, labels)
     mean, std = stats.standardiser()
     directions = np.stack([
         np.stack([stats.fisher_direction((fit,), t, shrinkage)[0] for t in range(len(targets))], axis=1)
@@ -120,12 +126,16 @@ def probe_feature(ref: ExtractionRef, feature: str, labels: pd.DataFrame, shrink
     return out
 
 
+def train_labels(corpus: Corpus) -> pd.DataFrame:
+    """0/1 labels (NaN = missing) of the training split, indexed by query id."""
+    train = corpus.split_indices("train")
+    return pd.DataFrame(corpus.labels[train], index=corpus.queries["query_id"].iloc[train], columns=corpus.models)
+
+
 def run_probes(refs: list[ExtractionRef], corpus: Corpus, shrinkage: float | str, logreg_c: float, num_cpus: float = 1) -> pd.DataFrame:
     """Probe every feature of every extraction in parallel Ray tasks; one row per
     (encoder, feature, target)."""
-    train = corpus.split_indices("train")
-    labels = pd.DataFrame(corpus.labels[train], index=corpus.queries["query_id"].iloc[train], columns=corpus.models)
-    labels_ref = ray.put(labels)
+    labels_ref = ray.put(train_labels(corpus))
     task = ray.remote(num_cpus=num_cpus)(probe_feature)
     pending = {task.remote(ref, feature, labels_ref, shrinkage, logreg_c): (ref.encoder, feature)
                for ref in refs for feature in ref.manifest["features"]}

@@ -89,3 +89,15 @@ def test_logreg_heldout_auc_separates_signal_from_noise_and_skips_unlabelled_row
     assert signal > 0.7 and abs(noise - 0.5) < 0.06
     one_class = [np.ones(1_000), labels[halves[1]]]
     assert np.isnan(logreg_heldout_auc([z[h] for h in halves], one_class, c=1.0))
+
+
+def test_j_in_a_principal_subspace():
+    x, y, _, _ = gaussian_classes(4_000, 6, seed=4)
+    stats = ProbeStats(6, 1)
+    stats.update(x, y[:, None].astype(float), fold_of([f"q{i}" for i in range(len(x))]))
+    full = stats.principal_basis(6)
+    np.testing.assert_allclose(full.T @ full, np.eye(6), atol=1e-8)
+    # the whole space in another orthonormal basis: J does not change (isotropic shrinkage target)
+    assert stats.cross_fitted_j(0, 0.2, full) == pytest.approx(stats.cross_fitted_j(0, 0.2), rel=1e-6)
+    # fewer directions can only lose separation (in-sample J, no shrinkage)
+    assert stats.fisher_direction((0, 1), 0, 0.0, stats.principal_basis(2))[1] <= stats.fisher_j(0, 0.0) + 1e-9
