@@ -37,6 +37,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
         outputs["tune"] = tune.run(cfg)
         cfg = tune.best_config(cfg, outputs["tune"])
+        semantic = semantic_config(cfg)  # the semantic trunk gets the same tuned settings, as the report expects
     outputs["train"] = train.run(cfg)
     for i, blocks in enumerate(cfg.report.compare or []):
         outputs[f"train_compare_{i}"] = train.run(compare_config(cfg, list(blocks)))
