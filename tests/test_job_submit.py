@@ -56,7 +56,9 @@ def test_pipeline_via_ray_job_submit(ray_head, tmp_path, tiny_llama_dir):
     cmd = ["ray", "job", "submit", "--address", address, "--submission-id", submission, "--working-dir", str(ROOT), "--",
            "python", "jobs/pipeline.py", f"storage.url={store}", "data.limit=80", "extract.shard_size=40",
            "extract.torch_threads=1", f"encoder.smollm2.name_or_path={tiny_llama_dir}", "encoder.smollm2.gguf_file=null",
-           "train.seeds=[0]", "train.max_epochs=3"]
+           "train.seeds=[0]", "train.max_epochs=3",
+           # the sweep first: its best configuration trains both the prefill and the semantic router
+           "pipeline.tune=true", "tune.num_samples=2", "tune.max_epochs=2", "tune.grace_period=1"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0 and f"Job '{submission}' succeeded" in done.stdout + done.stderr, done.stdout[-4000:] + done.stderr[-2000:]
     status = subprocess.run(["ray", "job", "status", "--address", address, submission], env=env, capture_output=True, text=True)
@@ -65,4 +67,5 @@ def test_pipeline_via_ray_job_submit(ray_head, tmp_path, tiny_llama_dir):
     reports = glob.glob(str(store / "reports" / "*"))
     assert len(reports) == 1
     assert sorted(os.listdir(reports[0])) == ["curves.png", "report.json", "report.md"]
-    assert len(glob.glob(str(store / "routers" / "*" / "router.json"))) == 2  # prefill + semantic
+    assert len(glob.glob(str(store / "sweeps" / "*" / "best.json"))) == 1
+    assert len(glob.glob(str(store / "routers" / "*" / "router.json"))) == 2  # prefill + semantic, both with the tuned settings
