@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from results import publish  # noqa: E402  (bench/results.py)
 
 LAYERS = (12, 18, 24)
 
@@ -288,10 +289,7 @@ def main() -> None:
         lines += pool_study(args, texts, groups)
     lines.append(f"\nCommand: `python bench/extraction.py --runs {args.runs}" + (" --quick" if args.quick else "")
                  + (f" --pool-study --pool-runs {args.pool_runs}" if args.pool_study else "") + (f" --queries {args.queries}" if args.queries != 48 else "") + "`.\n")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    with open(Path(__file__).resolve().parent / "RESULTS.md", "a") as fh:
-        fh.write(text)
+    publish(lines)
 
 
 def _tiny_model() -> str:

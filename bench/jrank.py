@@ -30,6 +30,7 @@ from prefillray.probing import block_stats, train_labels  # noqa: E402
 from prefillray.runtime import plain  # noqa: E402
 from prefillray.stages import probe  # noqa: E402
 from prefillray.stages.inputs import MissingStageOutput, stage_inputs  # noqa: E402
+from results import publish  # noqa: E402  (bench/results.py)
 
 
 def main() -> None:
@@ -78,10 +79,7 @@ def main() -> None:
         lines.append(f"| {variant} | " + " | ".join(f"{v:.3f}" for v in r.to_numpy()) + f" | {r.mean():.3f} |")
     lines.append(f"\nThe probe stage ranks by `probe.rank_by={cfg.probe.rank_by}` with `probe.shrinkage={cfg.probe.shrinkage}`. "
                  f"Command: `python bench/jrank.py{' ' + ' '.join(overrides) if overrides else ''}`.\n")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    with open(Path(__file__).resolve().parent / "RESULTS.md", "a") as fh:
-        fh.write(text)
+    publish(lines)
 
 
 if __name__ == "__main__":

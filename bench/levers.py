@@ -31,14 +31,15 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from prefillray.checkpoint import RouterCheckpoint  # noqa: E402
-from prefillray.metrics import EvalSet, auc_per_target, savings, within_task_auc  # noqa: E402
+from prefillray.metrics import auc_per_target, savings, within_task_auc  # noqa: E402
 from prefillray.routing import choose  # noqa: E402
 from prefillray.runtime import plain  # noqa: E402
 from prefillray.stages import probe, train, tune  # noqa: E402
 from prefillray.stages.inputs import stage_inputs  # noqa: E402
-from prefillray.stages.report import block_features  # noqa: E402
+from prefillray.stages.report import block_features, evaluation_set  # noqa: E402
 from prefillray.storage import Storage  # noqa: E402
 from prefillray.training import roles  # noqa: E402
+from results import publish  # noqa: E402  (bench/results.py)
 
 CANDIDATES = {
     "probe top-1 (defaults)": [],
@@ -59,15 +60,9 @@ def validation_scores(cfg: DictConfig, where: str) -> dict[str, float]:
     role_of = roles(inputs.corpus, float(cfg.train.val_fraction))
     val = role_of.loc[ids].to_numpy() == "val"
     corpus = inputs.corpus
-    rows = corpus.queries.reset_index().set_index("query_id").loc[ids[val], "index"].to_numpy()
-    complete = ~np.isnan(corpus.labels[rows]).any(1)
-    if corpus.costs is not None:
-        complete &= ~np.isnan(corpus.costs[rows]).any(1)
-    rows = rows[complete]
+    complete, data = evaluation_set(corpus, ids[val])
     p = checkpoint.predict({k: v[val][complete] for k, v in blocks.items()})
-    data = EvalSet(corpus.labels[rows], None if corpus.costs is None else corpus.costs[rows],
-                   corpus.queries["task"].to_numpy()[rows], corpus.models)
-    out = {"val rows": len(rows), "mean AUC": float(np.nanmean(auc_per_target(p, data.labels))),
+    out = {"val rows": len(data), "mean AUC": float(np.nanmean(auc_per_target(p, data.labels))),
            "within-task AUC": float(within_task_auc(p, data.labels, data.tasks)),
            "argmax accuracy": float(data.outcome(p.argmax(1)).correct.mean())}
     if checkpoint.costs is not None and data.costs is not None:
@@ -108,10 +103,7 @@ def main() -> None:
         lines.append(f"| {name}{mark} | {r['blocks']} | " + " | ".join(f"{r[k]:.4f}" for k in keys) + " |")
     lines.append(f"\nChosen on validation within-task AUC: **{best}** ({results[best]['blocks']}). "
                  f"Command: `python bench/levers.py{' --tune' if args.tune else ''}{' ' + ' '.join(common) if common else ''}`.\n")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    with open(Path(__file__).resolve().parent / "RESULTS.md", "a") as fh:
-        fh.write(text)
+    publish(lines)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,9 @@ from prefillray.metrics import EvalSet, auc_per_target, savings, within_task_auc
 from prefillray.routing import choose  # noqa: E402
 from prefillray.shards import load_features  # noqa: E402
 from prefillray.stages.inputs import stage_inputs  # noqa: E402
+from prefillray.stages.report import evaluation_set  # noqa: E402
 from prefillray.stages.train import router_location  # noqa: E402
+from results import publish  # noqa: E402  (bench/results.py)
 
 
 def _stored_and_recomputed(inputs, checkpoint: RouterCheckpoint, dtype: str, limit: int):
@@ -91,24 +93,18 @@ def main() -> None:
     ids, stored, recomputed, seconds = _stored_and_recomputed(inputs, checkpoint, args.dtype, args.limit)
 
     corpus = inputs.corpus
-    rows = corpus.queries.reset_index().set_index("query_id").loc[ids, "index"].to_numpy()
-    complete = ~np.isnan(corpus.labels[rows]).any(1)
-    if corpus.costs is not None:
-        complete &= ~np.isnan(corpus.costs[rows]).any(1)
-    rows = rows[complete]
-    data = EvalSet(corpus.labels[rows], None if corpus.costs is None else corpus.costs[rows],
-                   corpus.queries["task"].to_numpy()[rows], corpus.models)
+    complete, data = evaluation_set(corpus, ids)
     costs = None if checkpoint.costs is None else np.asarray(checkpoint.costs, dtype=np.float64)
     p_ref = checkpoint.predict({k: v[complete] for k, v in stored.items()})
     p_new = checkpoint.predict({k: v[complete] for k, v in recomputed.items()})
     policy = checkpoint.policy or {"name": "argmax", "param": 0.0}
-    boot = Resamples.draw(len(rows), args.samples, 0)
-    point_ref, point_new = (_figures(p, data, costs, policy, Resamples.identity(len(rows))) for p in (p_ref, p_new))
+    boot = Resamples.draw(len(data), args.samples, 0)
+    point_ref, point_new = (_figures(p, data, costs, policy, Resamples.identity(len(data))) for p in (p_ref, p_new))
     spread_ref, spread_new = (_figures(p, data, costs, policy, boot) for p in (p_ref, p_new))
 
     diffs = {b: np.abs(recomputed[b] - stored[b]) for b in stored}
     scale = {b: np.abs(stored[b]).max() for b in stored}
-    lines = [f"\n## Compute precision and routing ({time.strftime('%Y-%m-%d')}; {corpus.name} test split, {len(rows)} queries; "
+    lines = [f"\n## Compute precision and routing ({time.strftime('%Y-%m-%d')}; {corpus.name} test split, {len(data)} queries; "
              f"router {', '.join(checkpoint.blocks)} trained on float32 features; {args.dtype} recomputation "
              f"{seconds:.0f} s on {os.cpu_count()} cores)\n",
              "| block | max abs diff | max abs value | mean abs diff |", "|---|---|---|---|"]
@@ -123,10 +119,7 @@ def main() -> None:
                      f"{point_new[key][0] - point_ref[key][0]:+.4f} [{lo:+.4f}, {hi:+.4f}] |")
     lines.append(f"\nCommand: `python bench/precision.py --dtype {args.dtype}"
                  + (f" --limit {args.limit}" if args.limit else "") + (" " + " ".join(overrides) if overrides else "") + "`.\n")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    with open(Path(__file__).resolve().parent / "RESULTS.md", "a") as fh:
-        fh.write(text)
+    publish(lines)
 
 
 if __name__ == "__main__":

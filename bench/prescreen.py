@@ -31,6 +31,7 @@ from prefillray.stages import tune  # noqa: E402
 from prefillray.stages.inputs import stage_inputs  # noqa: E402
 from prefillray.storage import Storage  # noqa: E402
 from prefillray.trunk import SharedTrunkNet, TrunkConfig, train_epoch  # noqa: E402
+from results import publish  # noqa: E402  (bench/results.py)
 
 
 def _to_reach(trials: pd.DataFrame, target: float) -> tuple[int, float]:
@@ -101,10 +102,7 @@ def main(cfg: DictConfig) -> None:
         lines.append(f"| {'top-' + str(cfg.tune.top_k) + ' by J per pooling' if prescreen else 'all layers'} | "
                      f"{trials['blocks'].nunique()} sampled | {result['best_score']:.4f} | {k} | {seconds:.1f} | {wall:.0f} | "
                      f"{auc:.4f} | {within:.4f} | {', '.join(result['best']['blocks'])} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    with open(Path(__file__).resolve().parent / "RESULTS.md", "a") as fh:
-        fh.write(text)
+    publish(lines)
 
 
 if __name__ == "__main__":

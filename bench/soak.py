@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from prefillray.encoders.tiny import save_tiny_llama  # noqa: E402
+from results import publish  # noqa: E402  (bench/results.py)
 
 SHARD_SIZE = 3
 
@@ -185,9 +186,7 @@ def main() -> None:
         lines.append(f"| {i} | {e['victim']} | {e['killed_after_shards']} | {e['lost']} | {e['duplicated']} | "
                      f"{e['same_manifest_as_reference']} | {t['victim']} | {t['seeds_restored_on_resume']} | {t['complete']} |")
     lines.append(f"\nCommand: `python bench/soak.py --minutes {args.minutes:g} --queries {args.queries} --seed {args.seed}`.\n")
-    with open(ROOT / "bench" / "RESULTS.md", "a") as fh:
-        fh.write("\n".join(lines))
-    print("\n".join(lines))
+    publish(lines)
     if lost or duplicated or same != len(rounds) or complete != len(rounds):
         sys.exit(1)
 

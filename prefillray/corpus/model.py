@@ -76,6 +76,10 @@ class Corpus:
     def split_indices(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.queries["split"].to_numpy() == split)
 
+    def rows_of(self, query_ids: Any) -> np.ndarray:
+        """Row positions of ``query_ids`` (features come keyed by id, labels by row)."""
+        return pd.Series(np.arange(len(self)), index=self.queries["query_id"]).loc[list(query_ids)].to_numpy()
+
     def summary(self) -> dict[str, Any]:
         splits = self.queries["split"].value_counts().to_dict()
         return {

@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from prefillray.baselines import best_single, cheapest, knn_probabilities, most_expensive, single_model_choice, task_prior
 from prefillray.bootstrap import Resamples
 from prefillray.checkpoint import META, RouterCheckpoint
+from prefillray.corpus import Corpus
 from prefillray.features import Block
 from prefillray.metrics import EvalSet
 from prefillray.plots import cost_accuracy_curves
@@ -53,6 +54,19 @@ def block_features(inputs: StageInputs, checkpoint: RouterCheckpoint, split: str
     return ids, blocks
 
 
+def evaluation_set(corpus: Corpus, ids: np.ndarray) -> tuple[np.ndarray, EvalSet]:
+    """The rows among ``ids`` labelled (and, with costs, costed) for every model — which of
+    ``ids`` they are, and their EvalSet: every router is measured on the same rows."""
+    rows = corpus.rows_of(ids)
+    complete = ~np.isnan(corpus.labels[rows]).any(1)
+    if corpus.costs is not None:
+        complete &= ~np.isnan(corpus.costs[rows]).any(1)
+    rows = rows[complete]
+    pick = (lambda a: None if a is None else a[rows])
+    return complete, EvalSet(corpus.labels[rows], pick(corpus.costs), corpus.queries["task"].to_numpy()[rows],
+                             corpus.models, pick(corpus.expected))
+
+
 @dataclass
 class SplitEvaluation:
     """One split's evaluation (for the report) and per-query outcomes (for the per-task table)."""
@@ -70,16 +84,10 @@ def _evaluate_split(split: str, ctx: dict[str, Any]) -> SplitEvaluation:
     sem_ids, sem_blocks = block_features(semantic, sem, split)
     if not np.array_equal(ids, sem_ids):
         raise ValueError(f"the prefill and semantic extractions hold different {split} queries; re-extract both for this corpus")
-    rows = ctx["index"].loc[ids].to_numpy()
-    complete = ~np.isnan(corpus.labels[rows]).any(1)
-    if corpus.costs is not None:
-        complete &= ~np.isnan(corpus.costs[rows]).any(1)
-    rows = rows[complete]
-    pick = (lambda a: None if a is None else a[rows])
-    data = EvalSet(corpus.labels[rows], pick(corpus.costs), corpus.queries["task"].to_numpy()[rows], corpus.models, pick(corpus.expected))
+    complete, data = evaluation_set(corpus, ids)
     report_cfg = ctx["report_cfg"]
     boot = report_cfg["bootstrap"]
-    ref = Reference(data, ctx["best_single"], ctx["expensive"], Resamples.draw(len(rows), int(boot["samples"]), int(boot["seed"])))
+    ref = Reference(data, ctx["best_single"], ctx["expensive"], Resamples.draw(len(data), int(boot["samples"]), int(boot["seed"])))
 
     (sem_block,) = sem.blocks
     # short name (per-task table) → (full name, P(correct)), the main router first
@@ -94,10 +102,10 @@ def _evaluate_split(split: str, ctx: dict[str, Any]) -> SplitEvaluation:
     p["kNN"] = (f"kNN on {sem_block} (k={report_cfg['knn_k']})",
                 knn_probabilities(*ctx["knn_train"], sem_blocks[sem_block][complete], int(report_cfg["knn_k"])))
     # the floor every learned router must clear: scores that know nothing about the query
-    p["random scores"] = ("random scores", np.random.default_rng(int(boot["seed"])).random((len(rows), len(corpus.models))))
+    p["random scores"] = ("random scores", np.random.default_rng(int(boot["seed"])).random((len(data), len(corpus.models))))
     routers = [evaluate_router(name, scores, ctx["policy_costs"], ref, report_cfg["operating_points"]) for name, scores in p.values()]
 
-    models, n = corpus.models, len(rows)
+    models, n = corpus.models, len(data)
     prior = task_prior(ctx["train_labels"], ctx["train_tasks"], data.tasks)
     fixed = [ref.measure("oracle", data.oracle()),
              ref.choice(f"best single: {models[ref.best_single]}", single_model_choice(n, ref.best_single))]
@@ -131,16 +139,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     out = inputs.storage.child("reports", key)
 
     corpus = inputs.corpus
-    index = pd.Series(np.arange(len(corpus)), index=corpus.queries["query_id"])
     train_rows = corpus.split_indices("train")
     train_labels, train_costs = corpus.labels[train_rows], None if corpus.costs is None else corpus.costs[train_rows]
     sem_train_ids, sem_train = block_features(semantic, sem, "train")
-    ctx = {"inputs": inputs, "semantic": semantic, "main": main, "sem": sem, "index": index, "report_cfg": report_cfg,
+    ctx = {"inputs": inputs, "semantic": semantic, "main": main, "sem": sem, "report_cfg": report_cfg,
            "best_single": best_single(train_labels), "expensive": None if train_costs is None else most_expensive(train_costs),
            "cheapest": None if train_costs is None else cheapest(train_costs),
            "policy_costs": None if train_costs is None else np.nanmean(train_costs, axis=0),
            "compare": [checkpoint for _, checkpoint in compared], "train_labels": train_labels, "train_tasks": corpus.queries["task"].to_numpy()[train_rows],
-           "knn_train": (sem_train[sem.blocks[0]], corpus.labels[index.loc[sem_train_ids].to_numpy()])}
+           "knn_train": (sem_train[sem.blocks[0]], corpus.labels[corpus.rows_of(sem_train_ids)])}
     splits = [s for s in ("test", "ood") if len(corpus.split_indices(s))]
     evaluated = {s: _evaluate_split(s, ctx) for s in splits}
 
